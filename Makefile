@@ -1,0 +1,57 @@
+# mw-gateway: two commands for a new user, `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
+
+.PHONY: demo test lint typecheck unit rules-test bench torture clean venv deps-system
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(TSTAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $(STAMP) $@
+
+venv: $(STAMP)
+
+## Run the gateway end to end: simulated machines + a local Mobility Work simulator.
+demo: $(STAMP)
+	$(BIN)/mw-gateway demo $(DEMO_ARGS)
+
+## System packages the tests need (mosquitto; chromium for the status-page test).
+deps-system:
+	@bash scripts/ensure-system-deps.sh
+
+## Lint, type-check, the test suite, and the shipped rule tests.
+test: $(TSTAMP) deps-system lint typecheck unit rules-test
+
+lint: $(TSTAMP)
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
+
+typecheck: $(TSTAMP)
+	$(BIN)/mypy
+
+unit: $(TSTAMP)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+rules-test: $(TSTAMP)
+	$(BIN)/mw-gateway test rules/
+
+## Benchmarks: prints one table (no assertions).
+bench: $(TSTAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## Fault campaigns (power cut, outage, links, input, disk).
+torture: $(TSTAMP) deps-system
+	$(BIN)/python -m torture $(TORTURE_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

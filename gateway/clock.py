@@ -1,0 +1,41 @@
+"""Time as an argument: every component that needs "now" takes a Clock.
+
+Timestamps are float Unix seconds (UTC) throughout the gateway; durations are float seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Current wall-clock time as Unix seconds."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+class ManualClock:
+    """A clock that moves only when told to; ships with the package for tests and simulations."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self._now = float(start)
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> float:
+        if seconds < 0:
+            raise ValueError("a ManualClock only moves forward")
+        self._now += seconds
+        return self._now
+
+    def set(self, ts: float) -> None:
+        self._now = float(ts)

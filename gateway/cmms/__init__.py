@@ -1,0 +1,1 @@
+"""CMMS backends. `build_backend(config)` imports only the configured one."""

@@ -1,0 +1,318 @@
+"""gateway.yaml: schema, ${ENV} interpolation, and every error reported at once as FILE:LINE:COL: message.
+
+`load_config(path)` returns a validated, frozen `Config` or raises `ConfigError` carrying every problem.
+Secrets are pydantic `SecretStr`: they print as '**********' and never reach a log line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from gateway.cmms.schema import CmmsConfig
+from gateway.durations import parse_duration
+from gateway.errors import ConfigError, Problem
+from gateway.sources.schema import SourceConfig
+from gateway.yamlfile import YamlDoc, load_yaml
+
+DEFAULT_CONFIG_NAME = "gateway.yaml"
+CONFIG_ENV_VAR = "MW_GATEWAY_CONFIG"
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(value: object) -> float:
+    return parse_duration(value)
+
+
+class GatewaySection(_Strict):
+    id: str = Field(min_length=1, max_length=64)
+    state_dir: Path = Path("./state")
+    rules: Path = Path("rules/")
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {value!r}: write an IANA name such as Europe/Paris") from None
+        return value
+
+
+class HttpSection(_Strict):
+    listen: str = "127.0.0.1:8470"
+    webhook_secret: SecretStr | None = None
+    webhook_secret_previous: SecretStr | None = None  # accepted too, during a secret rotation
+    signature_template: str = "{t}.{nonce}.{body}"  # what X-MW-Signature's HMAC-SHA256 signs
+    signature_tolerance: float = 300.0
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    servicemobility_jwt_key: SecretStr | None = None  # HS256 secret or PEM public key for x-access-token
+    servicemobility_jwt_algorithms: tuple[str, ...] = ("HS256",)
+    tls_certificate: str | None = None
+    tls_key: str | None = None
+    allow_plain_http: bool = False  # required to listen beyond loopback without TLS
+    auth_token: SecretStr | None = None  # bearer token for the status page and /api/*
+    auth_user: str | None = None  # basic auth for the status page and /api/*
+    auth_password: SecretStr | None = None
+
+    _tol = field_validator("signature_tolerance", mode="before")(_duration)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("write HOST:PORT, e.g. 127.0.0.1:8470")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class DispatcherSection(_Strict):
+    """How the outbox is drained toward the CMMS."""
+
+    concurrency: int = Field(default=4, ge=1, le=64)
+    rate_limit: float = Field(default=5.0, gt=0)  # requests per second toward the CMMS, at most
+    retry_initial: float = 5.0
+    retry_max: float = 900.0  # backoff cap
+    pause_probe_interval: float = 300.0  # while paused on 401/403, probe this often
+    quota_warn_ratio: float = Field(default=0.8, gt=0, le=1)
+    high_priority_reserve_ratio: float = Field(default=0.1, ge=0, lt=1)
+    delivered_retention: float = 30 * 86400.0  # delivered rows and webhook events older than this are pruned
+    idle_poll: float = 1.0
+
+    _d = field_validator(
+        "retry_initial", "retry_max", "pause_probe_interval", "delivered_retention", "idle_poll", mode="before"
+    )(_duration)
+
+
+class LoggingSection(_Strict):
+    format: Literal["text", "logfmt", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Strict):
+    gateway: GatewaySection
+    cmms: CmmsConfig
+    http: HttpSection = HttpSection()
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    dispatcher: DispatcherSection = DispatcherSection()
+    logging: LoggingSection = LoggingSection()
+
+    # Set by load_config, not by the file.
+    path: Path = Path(DEFAULT_CONFIG_NAME)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def state_dir(self) -> Path:
+        return (self.base_dir / self.gateway.state_dir).resolve()
+
+    @property
+    def rules_dir(self) -> Path:
+        return (self.base_dir / self.gateway.rules).resolve()
+
+    def signal_names(self) -> set[str]:
+        """Every "source.signal" name configured (wildcard MQTT signals included as written)."""
+        return {f"{src}.{sig}" for src, cfg in self.sources.items() for sig in cfg.signals}
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the config, for the log redaction filter."""
+        found: list[str] = []
+
+        def walk(obj: Any) -> None:
+            if isinstance(obj, SecretStr):
+                value = obj.get_secret_value()
+                if value:
+                    found.append(value)
+            elif isinstance(obj, BaseModel):
+                for name in type(obj).model_fields:
+                    walk(getattr(obj, name))
+            elif isinstance(obj, Mapping):
+                for item in obj.values():
+                    walk(item)
+            elif isinstance(obj, list | tuple):
+                for item in obj:
+                    walk(item)
+
+        walk(self)
+        return found
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """-c FILE, else ./gateway.yaml, else $MW_GATEWAY_CONFIG."""
+    if explicit:
+        return Path(explicit)
+    local = Path(DEFAULT_CONFIG_NAME)
+    if local.exists():
+        return local
+    env = os.environ.get(CONFIG_ENV_VAR)
+    if env:
+        return Path(env)
+    return local
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _allowed_keys(model: type[BaseModel] | None) -> list[str]:
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items() if name != "path"]
+
+
+_CMMS_KINDS = ("mobility_work", "amage", "servitly", "dry_run")
+_PROTOCOLS = ("modbus", "opcua", "mqtt")
+
+
+def _model_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model whose keys apply at the raw pydantic location `parent` (for "did you mean")."""
+    from gateway.cmms import schema as cmms_schema
+    from gateway.sources import schema as src_schema
+
+    sections: dict[str, type[BaseModel]] = {
+        "gateway": GatewaySection, "http": HttpSection, "dispatcher": DispatcherSection, "logging": LoggingSection,
+    }
+    if not parent:
+        return Config
+    head = parent[0]
+    if head in sections and len(parent) == 1:
+        return sections[head]
+    if head == "cmms" and len(parent) == 2:
+        kinds: dict[str, type[BaseModel]] = {
+            "mobility_work": cmms_schema.MobilityWorkConfig, "amage": cmms_schema.AmageConfig,
+            "servitly": cmms_schema.ServitlyConfig, "dry_run": cmms_schema.DryRunConfig,
+        }
+        return kinds.get(str(parent[1]))
+    if head == "cmms" and len(parent) == 3 and parent[2] == "http":
+        return cmms_schema.HttpClientOptions
+    if head == "sources" and len(parent) >= 3:
+        protos: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+            "modbus": (src_schema.ModbusSource, src_schema.ModbusSignal),
+            "opcua": (src_schema.OpcuaSource, src_schema.OpcuaSignal),
+            "mqtt": (src_schema.MqttSource, src_schema.MqttSignal),
+        }
+        pair = protos.get(str(parent[2]))
+        if pair is None:
+            return None
+        if len(parent) == 3:
+            return pair[0]
+        return pair[1] if len(parent) >= 5 and parent[3] == "signals" else None
+    return None
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The location as the user wrote it: drop pydantic's union tags (the discriminator values `mobility_work`,
+    `modbus`, and member names like 'str' or 'function-after[...]')."""
+    parts = list(loc)
+    if len(parts) > 1 and parts[0] == "cmms" and parts[1] in _CMMS_KINDS:
+        del parts[1]
+    if len(parts) > 2 and parts[0] == "sources" and parts[2] in _PROTOCOLS:
+        del parts[2]
+    return tuple(
+        p for p in parts
+        if not (isinstance(p, str) and ("[" in p or p in {"str", "int", "float", "bool"} or p[:1].isupper()))
+    )
+
+
+def problems_from_validation(doc: YamlDoc, exc: ValidationError, *, prefix: tuple[Any, ...] = ()) -> list[Problem]:
+    """Turn pydantic errors into located problems, with a "did you mean" for unknown keys."""
+    out: list[Problem] = []
+    seen: set[tuple[Any, ...]] = set()
+    for err in exc.errors(include_url=False):
+        loc = (*prefix, *err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            allowed = _allowed_keys(_model_at(tuple(err["loc"][:-1])))
+            hint = _did_you_mean(key, allowed)
+            if not hint and allowed:
+                hint = f"; allowed here: {', '.join(sorted(allowed))}"
+            out.append(doc.problem(_clean_loc(loc), f"unknown key {key!r}{hint}", key=True))
+            continue
+        clean = _clean_loc(loc)
+        if kind in {"union_tag_invalid", "union_tag_not_found"}:
+            ctx = err.get("ctx", {})
+            msg = (
+                f"{ctx.get('discriminator', 'kind')} must be one of {ctx.get('expected_tags', '?')}"
+                if kind == "union_tag_invalid" else f"missing {ctx.get('discriminator', 'kind')}:"
+            )
+            out.append(doc.problem(clean, msg.replace("'", "")))
+            continue
+        # A signal may be a string or a mapping: report only the mapping branch's errors, once.
+        if (clean, err["msg"]) in seen:
+            continue
+        seen.add((clean, err["msg"]))
+        message = err["msg"].removeprefix("Value error, ")
+        if kind == "missing":
+            message = f"missing required key {str(loc[-1])!r}"
+            out.append(doc.problem(clean[:-1], message))
+            continue
+        where = ".".join(str(p) for p in clean)
+        out.append(doc.problem(clean, f"{where}: {message}" if where else message))
+    return out
+
+
+def _check_names(doc: YamlDoc, data: Mapping[str, Any]) -> list[Problem]:
+    out = []
+    sources = data.get("sources") or {}
+    if isinstance(sources, Mapping):
+        for name, src in sources.items():
+            if not _NAME.match(str(name)):
+                out.append(doc.problem(("sources", name), f"source name {name!r}: use letters, digits, _ and -",
+                                       key=True))
+            signals = src.get("signals") if isinstance(src, Mapping) else None
+            if isinstance(signals, Mapping):
+                for sig in signals:
+                    if not re.match(r"^[A-Za-z_+#][A-Za-z0-9_+#.-]*$", str(sig)):
+                        out.append(doc.problem(("sources", name, "signals", sig),
+                                               f"signal name {sig!r}: use letters, digits, _, - and .", key=True))
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None, text: str | None = None
+) -> Config:
+    """Load and validate gateway.yaml. Raises ConfigError with every problem at once."""
+    path = Path(path)
+    doc = load_yaml(path, env=dict(os.environ) if env is None else env, text=text)
+    problems = list(doc.problems)
+    if doc.data is None and not problems:
+        problems.append(Problem(doc.file, 1, 1, "the file is empty: start from the example in the README"))
+    if problems and doc.data is None:
+        raise ConfigError(problems)
+    if not isinstance(doc.data, Mapping):
+        raise ConfigError([*problems, Problem(doc.file, 1, 1, "the top level must be a mapping (gateway:, cmms:, ...)")])
+    problems.extend(_check_names(doc, doc.data))
+    try:
+        config = Config.model_validate({**doc.data, "path": path})
+    except ValidationError as exc:
+        problems.extend(problems_from_validation(doc, exc))
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config

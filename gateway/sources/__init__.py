@@ -1,0 +1,9 @@
+"""Signal sources. Every source produces only Samples; nothing downstream knows the protocol.
+
+Protocol modules (opcua, modbus, mqtt) are imported lazily by `build_source`, so a gateway without an OPC UA
+source never imports asyncua.
+"""
+
+from gateway.sources.base import LinkState, Quality, Sample, Source, SourceStats
+
+__all__ = ["LinkState", "Quality", "Sample", "Source", "SourceStats"]

@@ -1,0 +1,178 @@
+"""gateway.yaml schemas of the `sources:` section. Pure pydantic: importing this never imports a protocol library."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from gateway.durations import parse_duration
+
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(value: object) -> float:
+    return parse_duration(value)
+
+
+# ---------------------------------------------------------------- Modbus
+
+ModbusType = Literal[
+    "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bool", "string"
+]
+
+
+class ModbusSignal(_Strict):
+    """One Modbus value. Exactly one of holding / input / coil / discrete gives the table and address."""
+
+    holding: int | None = Field(default=None, ge=0, le=65535)
+    input: int | None = Field(default=None, ge=0, le=65535)
+    coil: int | None = Field(default=None, ge=0, le=65535)
+    discrete: int | None = Field(default=None, ge=0, le=65535)
+    type: ModbusType = "uint16"
+    word_order: Literal["big", "little"] = "big"
+    byte_order: Literal["big", "little"] = "big"
+    bit: int | None = Field(default=None, ge=0, le=15)  # a bit inside a register (fault words)
+    length: int | None = Field(default=None, ge=1, le=125)  # registers, for type: string
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: int | None = Field(default=None, ge=0, le=255)  # overrides the source's unit id
+
+    @model_validator(mode="after")
+    def _one_table(self) -> ModbusSignal:
+        tables = [t for t in ("holding", "input", "coil", "discrete") if getattr(self, t) is not None]
+        if len(tables) != 1:
+            raise ValueError(
+                "give exactly one of holding, input, coil or discrete with the address, "
+                "e.g. {holding: 100, type: uint32}"
+            )
+        if self.type == "string" and self.length is None:
+            raise ValueError("type: string needs length: (the number of registers)")
+        return self
+
+    @property
+    def table(self) -> str:
+        for t in ("holding", "input", "coil", "discrete"):
+            if getattr(self, t) is not None:
+                return t
+        raise AssertionError("validated")
+
+    @property
+    def address(self) -> int:
+        value = getattr(self, self.table)
+        assert isinstance(value, int)
+        return value
+
+
+class ModbusSource(_Strict):
+    protocol: Literal["modbus"]
+    host: str | None = None  # Modbus TCP
+    port: int = Field(default=502, ge=1, le=65535)
+    serial: str | None = None  # Modbus RTU: /dev/ttyUSB0
+    baudrate: int = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    unit: int = Field(default=1, ge=0, le=255)
+    poll: Annotated[float, Field(gt=0)] = 1.0
+    timeout: Annotated[float, Field(gt=0)] = 3.0
+    max_gap: int = Field(default=16, ge=0, le=124)  # registers read through to join two neighbouring reads
+    signals: dict[str, ModbusSignal]
+
+    _poll = field_validator("poll", "timeout", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _transport(self) -> ModbusSource:
+        if (self.host is None) == (self.serial is None):
+            raise ValueError("give either host: (Modbus TCP) or serial: (Modbus RTU, e.g. /dev/ttyUSB0)")
+        return self
+
+
+# ---------------------------------------------------------------- OPC UA
+
+
+class OpcuaSignal(_Strict):
+    node: str | None = None  # ns=2;s=Press1.StrokeCounter, i=2258, ns=3;g=..., nsu=urn:...;s=...
+    browse_path: str | None = None  # 0:Objects/2:Press1/2:StrokeCounter
+    sampling_interval: float | None = None
+
+    _si = field_validator("sampling_interval", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _one(self) -> OpcuaSignal:
+        if (self.node is None) == (self.browse_path is None):
+            raise ValueError("give either node: (a NodeId such as ns=2;s=Press1.Counter) or browse_path:")
+        return self
+
+
+class OpcuaSource(_Strict):
+    protocol: Literal["opcua"]
+    url: str
+    publishing_interval: float = 0.5
+    sampling_interval: float | None = None
+    security: str | None = None  # "Basic256Sha256,SignAndEncrypt"
+    certificate: str | None = None  # client certificate (DER or PEM); generated on first run when absent
+    private_key: str | None = None
+    server_certificate: str | None = None  # trusted server certificate
+    application_uri: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: float = 4.0
+    reconnect_max_delay: float = 30.0
+    signals: dict[str, str | OpcuaSignal]
+
+    _pi = field_validator(
+        "publishing_interval", "sampling_interval", "timeout", "reconnect_max_delay", mode="before"
+    )(_duration)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith("opc.tcp://"):
+            raise ValueError("an OPC UA url starts with opc.tcp://, e.g. opc.tcp://10.0.0.10:4840")
+        return value
+
+
+# ---------------------------------------------------------------- MQTT
+
+
+class MqttSignal(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    topic: str
+    json_path: str | None = Field(default=None, alias="json")  # a dotted path into a JSON payload: data.temp
+    timestamp: str | None = None  # a dotted path to the sample's timestamp (ISO 8601 or Unix seconds/ms)
+    type: Literal["number", "string", "bool"] = "number"
+    qos: Literal[0, 1] | None = None
+
+
+class MqttSource(_Strict):
+    protocol: Literal["mqtt"]
+    url: str  # mqtt://host:1883 or mqtts://host:8883
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca: str | None = None
+    certificate: str | None = None
+    private_key: str | None = None
+    qos: Literal[0, 1] = 1
+    clean_session: bool = False
+    keepalive: float = 30.0
+    reconnect_max_delay: float = 30.0
+    signals: dict[str, str | MqttSignal]
+
+    _ka = field_validator("keepalive", "reconnect_max_delay", mode="before")(_duration)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not (value.startswith("mqtt://") or value.startswith("mqtts://")):
+            raise ValueError("an MQTT url starts with mqtt:// or mqtts://, e.g. mqtt://localhost:1883")
+        return value
+
+
+SourceConfig = Annotated[ModbusSource | OpcuaSource | MqttSource, Field(discriminator="protocol")]

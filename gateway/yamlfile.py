@@ -1,0 +1,157 @@
+"""YAML with positions: load a file into plain Python data and remember where every node came from.
+
+Pydantic reports an error at a location like ("sources", "pump7", "signals", "temp", "type"); `YamlDoc.locate`
+maps that back to the line and column of the node in the file, so that every config or rule error can be
+printed as FILE:LINE:COL. Duplicate keys, which PyYAML silently accepts, are reported as problems too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from gateway.errors import Problem
+
+Loc = tuple[str | int, ...]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass
+class YamlDoc:
+    """Data loaded from one YAML file, with the position of every node and the problems met on the way."""
+
+    file: str
+    data: Any
+    marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    key_marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def locate(self, loc: Iterable[str | int], *, key: bool = False) -> tuple[int, int]:
+        """Line and column (1-based) of the deepest node on `loc` that exists in the file.
+
+        Location parts that are not in the file (pydantic's union tags like 'function-after[...]') are
+        skipped. With key=True, the position of the mapping key rather than of its value.
+        """
+        path: list[str | int] = []
+        best = self.marks.get((), (1, 1))
+        for part in loc:
+            candidate = (*path, part)
+            if candidate in self.marks:
+                path.append(part)
+                best = (self.key_marks.get(candidate) if key else None) or self.marks[candidate]
+            elif isinstance(part, str) and part.isdigit() and (*path, int(part)) in self.marks:
+                path.append(int(part))
+                best = self.marks[tuple(path)]
+        return best
+
+    def problem(self, loc: Iterable[str | int], message: str, *, key: bool = False) -> Problem:
+        line, col = self.locate(loc, key=key)
+        return Problem(self.file, line, col, message)
+
+
+class _Builder:
+    def __init__(self, doc: YamlDoc, interpolate: Callable[[str, Node], str] | None) -> None:
+        self.doc = doc
+        self.interpolate = interpolate
+        self.loader = yaml.SafeLoader("")
+
+    def build(self, node: Node, path: Loc) -> Any:
+        self.doc.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, MappingNode):
+            self.loader.flatten_mapping(node)
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.loader.construct_object(key_node, deep=True)
+                if not isinstance(key, str | int | float | bool):
+                    self.doc.problems.append(
+                        Problem(self.doc.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                                "a mapping key must be a plain name")
+                    )
+                    continue
+                if isinstance(key, bool | float):
+                    key = str(key).lower() if isinstance(key, bool) else str(key)
+                if key in out:
+                    self.doc.problems.append(
+                        Problem(self.doc.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                                f"duplicate key {key!r}: the later value would silently win; keep one")
+                    )
+                child = (*path, key)
+                self.doc.key_marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                out[key] = self.build(value_node, child)
+            return out
+        if isinstance(node, SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, ScalarNode)
+        if self.interpolate is not None and node.tag == "tag:yaml.org,2002:str" and "${" in node.value:
+            text = self.interpolate(node.value, node)
+            # Re-resolve the type after substitution only for plain (unquoted) scalars: `port: ${PORT}` is an int.
+            if node.style is None:
+                resolved_tag = self.loader.resolve(ScalarNode, text, (True, False))
+                return self.loader.construct_object(ScalarNode(resolved_tag, text, node.start_mark, node.end_mark))
+            return text
+        return self.loader.construct_object(node, deep=True)
+
+
+def load_yaml(
+    path: str | os.PathLike[str],
+    *,
+    display_name: str | None = None,
+    env: Mapping[str, str] | None = None,
+    text: str | None = None,
+) -> YamlDoc:
+    """Load one YAML file. With `env`, `${VAR}` and `${VAR:-default}` in strings are replaced from it and an
+    unset variable without a default is a problem at its line. Syntax errors become problems, not exceptions.
+    """
+    name = display_name or str(path)
+    doc = YamlDoc(file=name, data=None)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            doc.problems.append(Problem(name, 0, 0, "file not found"))
+            return doc
+        except (OSError, UnicodeDecodeError) as exc:
+            doc.problems.append(Problem(name, 0, 0, f"cannot read file: {exc}"))
+            return doc
+
+    def interpolate(value: str, node: Node) -> str:
+        assert env is not None
+
+        def sub(match: re.Match[str]) -> str:
+            var, default = match.group(1), match.group(2)
+            if var in env:
+                return env[var]
+            if default is not None:
+                return default
+            doc.problems.append(
+                Problem(name, node.start_mark.line + 1, node.start_mark.column + 1 + match.start(),
+                        f"environment variable {var} is not set: export it (under systemd, put it in "
+                        f"/etc/mw-gateway/env) or write ${{{var}:-default}}")
+            )
+            return match.group(0)  # left as written, so that no second error is reported for the same value
+
+        return _ENV_REF.sub(sub, value)
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        doc.problems.append(Problem(name, line, col, f"YAML syntax error: {exc.problem or exc}"))
+        return doc
+    except yaml.YAMLError as exc:
+        doc.problems.append(Problem(name, 0, 0, f"YAML error: {exc}"))
+        return doc
+    if node is None:
+        doc.data = None
+        return doc
+    doc.data = _Builder(doc, interpolate if env is not None else None).build(node, ())
+    return doc
