@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gateway.durations import parse_duration
 
@@ -46,17 +47,47 @@ class MobilityWorkConfig(_Strict):
 
 
 class AmageConfig(_Strict):
+    """AMAGE work orders (docs/backends.md). The document does not say what `api-sign` hashes: by default the
+    SHA-256 hex digest of the request path followed by the key secret; `sign_template` changes the string."""
+
     kind: Literal["amage"]
-    url: str
+    url: str  # the server root, e.g. https://acme.amage.example
+    base_path: str = "/rest/amage/v1/work-orders"
     device_uuid: str
     api_key: SecretStr
     key_secret: SecretStr
     header_prefix: str = "amage-"  # the seed writes the headers without prefix: set "" for that form
-    sign_template: str = "{path}{key_secret}"  # what is SHA-256 hashed into api-sign
-    work_order_type: str = "CORRECTIVE"
-    work_order_state: str = "OPEN"
+    sign_template: str = "{path}{key_secret}"  # fields: {method} {path} {body} {api_key} {device_uuid} {key_secret}
+    work_order_type_uuid: str | None = None  # typeUuid of every work order, unless the rule sets type_uuid
+    work_order_state: Literal["NEW", "SCHEDULED", "IN_PROGRESS", "ON_HOLD", "FINISHED", "VOID"] = "NEW"
+    department_uuid: str | None = None  # assignedDepartmentUuid when the rule names no user or department
+    users: dict[str, str] = Field(default_factory=dict)  # rule assignee (e-mail or id) -> AMAGE user uuid
+    element_types: dict[str, str] = Field(default_factory=dict)  # spare-part article -> AMAGE element type uuid
+    duplicate_pattern: str = r"(?i)already exists|duplicate"  # how AMAGE says "this uuid is taken"
     monthly_quota: int | None = Field(default=None, ge=0)
     http: HttpClientOptions = HttpClientOptions()
+
+    @field_validator("sign_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        fields = {"method": "", "path": "", "body": "", "api_key": "", "device_uuid": "", "key_secret": ""}
+        try:
+            value.format(**fields)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"bad sign_template {value!r} ({exc}): use the fields {{method}} {{path}} {{body}} {{api_key}} "
+                "{device_uuid} {key_secret}"
+            ) from None
+        return value
+
+    @field_validator("duplicate_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"bad regular expression {value!r}: {exc}") from None
+        return value
 
     @property
     def quota(self) -> int | None:
@@ -64,16 +95,33 @@ class AmageConfig(_Strict):
 
 
 class ServitlyConfig(_Strict):
+    """Servitly (docs/backends.md). Log in with a personal access token (`pat`, recommended) or with
+    `email` + `password`; both need the client's `api_key`. The JWT is renewed by logging in again."""
+
     kind: Literal["servitly"]
-    url: str
-    tenant: str
-    username: str | None = None
+    url: str  # the API base URI, e.g. https://api.servitly.example
+    tenant: str = Field(min_length=1)  # X-Servitly-Tenant
+    api_key: SecretStr
+    pat: SecretStr | None = None  # personal access token -> POST /identity/users/patLogin
+    email: str | None = None  # user credentials -> POST /identity/users/login
     password: SecretStr | None = None
-    token: SecretStr | None = None  # a personal access token for patLogin
     endpoint: Literal["maintenanceWorks", "historicalEvents"] = "maintenanceWorks"
-    event_type: str = "MAINTENANCE"
+    event_type: str = "MAINTENANCE"  # maintenanceWorks `type`, unless the rule sets type
+    alert_definition_id: str | None = None  # historicalEvents `alertDefinitionId`, unless the rule sets it
+    token_refresh_margin: float = 60.0  # log in again this long before the token expires
     monthly_quota: int | None = Field(default=None, ge=0)
     http: HttpClientOptions = HttpClientOptions()
+
+    _margin = field_validator("token_refresh_margin", mode="before")(parse_duration)
+
+    @model_validator(mode="after")
+    def _one_login(self) -> ServitlyConfig:
+        with_user = self.email is not None or self.password is not None
+        if self.pat is not None and with_user:
+            raise ValueError("give either pat, or email and password, not both")
+        if self.pat is None and (self.email is None or self.password is None):
+            raise ValueError("give pat (a personal access token), or both email and password")
+        return self
 
     @property
     def quota(self) -> int | None:
@@ -81,7 +129,13 @@ class ServitlyConfig(_Strict):
 
 
 class DryRunConfig(_Strict):
+    """Send nothing; record what would have been sent. `compare_with` renders each task as that backend's
+    request (its own `cmms:` settings), else as a neutral JSON rendering of the task."""
+
     kind: Literal["dry_run"]
+    compare_with: MobilityWorkConfig | AmageConfig | ServitlyConfig | None = Field(
+        default=None, discriminator="kind"
+    )
     monthly_quota: int | None = Field(default=None, ge=0)
 
     @property
