@@ -1,0 +1,279 @@
+"""`mw-gateway` command line: argument parsing only; every command calls into its module."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.config import CONFIG_ENV_VAR, Config, load_config, resolve_config_path
+from gateway.errors import ConfigError, Problem, ProblemsError
+
+EPILOG = f"-c defaults to ./gateway.yaml, then ${CONFIG_ENV_VAR}."
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="gateway.yaml (default: ./gateway.yaml, then $MW_GATEWAY_CONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mw-gateway", description="Shop-floor edge gateway: machine signals "
+                                     "-> maintenance rules -> CMMS tasks.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"mw-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the gateway (what systemd starts)")
+    _add_config(p)
+    p = sub.add_parser("check", help="validate gateway.yaml and every rule file; print FILE:LINE:COL errors")
+    _add_config(p)
+    p = sub.add_parser("test", help="run rule unit tests (rules/tests/*.yaml) in simulated time")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="test files, or rule folders holding tests/")
+    p.add_argument("--run", metavar="REGEX", help="only tests whose name matches")
+    p = sub.add_parser("demo", help="simulated machines + a local Mobility Work simulator + the gateway")
+    p.add_argument("--seconds", type=float, default=None, help="stop after N seconds (default: until Ctrl-C)")
+    p.add_argument("--port", type=int, default=None, help="HTTP port of the gateway (default: a free one)")
+    p.add_argument("--speed", type=float, default=None, help="machine time acceleration")
+    p = sub.add_parser("outbox", help="inspect and act on queued and dead CMMS calls")
+    _add_config(p)
+    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "retry", "drop"])
+    p.add_argument("id", nargs="?", type=int, help="outbox row id (show, retry, drop)")
+    p.add_argument("--status", action="append", help="list only rows in this status (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="list the shadow tasks recorded by the dry_run backend")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--limit", type=int, default=200)
+    p = sub.add_parser("reconcile", help="firings -> tasks -> spare-part consumption, with discrepancies")
+    _add_config(p)
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--since", help="only firings from this date (YYYY-MM-DD or ISO 8601)")
+    p.add_argument("--rule", help="only this rule id")
+    p = sub.add_parser("mw-sim", help="the Mobility Work API simulator on its own")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="simulator options (see mw-gateway mw-sim --help)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["mw-sim"]:
+        from gateway.sim.mobility_work import main as sim_main
+
+        return sim_main(args_list[1:])
+    args = build_parser().parse_args(args_list)
+    try:
+        if args.command == "run":
+            from gateway.app import run_gateway
+
+            return run_gateway(resolve_config_path(args.config))
+        if args.command == "check":
+            return cmd_check(resolve_config_path(args.config))
+        if args.command == "test":
+            from gateway.engine.ruletest import run_rule_tests
+
+            return run_rule_tests(args.paths, run=args.run)
+        if args.command == "demo":
+            from gateway.demo import run_demo
+
+            return run_demo(seconds=args.seconds, port=args.port, speed=args.speed)
+        if args.command == "outbox":
+            return asyncio.run(cmd_outbox(args))
+        if args.command == "reconcile":
+            from gateway.reconcile import cmd_reconcile
+
+            config = _config_or_exit(resolve_config_path(args.config))
+            return asyncio.run(cmd_reconcile(config, fmt=args.format, since=args.since, rule=args.rule))
+    except KeyboardInterrupt:
+        return 130
+    except ProblemsError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 2
+
+
+def _config_or_exit(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_check(path: Path) -> int:
+    """Report every problem of gateway.yaml and every rule file at once."""
+    from gateway.app import known_signals
+    from gateway.engine.loader import load_rules
+
+    problems: list[Problem] = []
+    config: Config | None = None
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    rules_dir = config.rules_dir if config else _raw_rules_dir(path)
+    rule_count = 0
+    if rules_dir is not None:
+        try:
+            ruleset = load_rules(rules_dir, known_signals=known_signals(config) if config else None)
+            rule_count = len(ruleset.rules)
+        except ProblemsError as exc:
+            problems.extend(exc.problems)
+    for problem in sorted(problems, key=lambda p: (p.file, p.line, p.col)):
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
+        return 1
+    assert config is not None
+    print(f"{path}: OK ({len(config.sources)} sources, {rule_count} rules, CMMS {config.cmms.kind})")
+    return 0
+
+
+def _raw_rules_dir(path: Path) -> Path | None:
+    """Where the rules are when gateway.yaml itself did not validate: still check them."""
+    from gateway.yamlfile import load_yaml
+
+    doc = load_yaml(path)
+    rules = "rules/"
+    if isinstance(doc.data, dict) and isinstance(doc.data.get("gateway"), dict):
+        rules = str(doc.data["gateway"].get("rules", rules))
+    candidate = (path.parent / rules).resolve()
+    return candidate if candidate.exists() else None
+
+
+def _fmt_ts(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+async def cmd_outbox(args: argparse.Namespace) -> int:
+    from gateway.store import Store
+
+    config = _config_or_exit(resolve_config_path(args.config))
+    store = await Store.open(config.state_dir, gateway_id=config.gateway.id)
+    try:
+        if args.action == "list":
+            rows = await store.outbox.list(statuses=args.status, limit=args.limit,
+                                           delivered_by="dry_run" if args.dry_run else None)
+            if args.json:
+                print(json.dumps([_row_json(r) for r in rows], indent=2, default=str))
+                return 0
+            _print_outbox_table(rows)
+            counts = await store.outbox.counts()
+            print("\n" + "  ".join(f"{k}: {v}" for k, v in counts.items()))
+            return 0
+        if args.id is None:
+            print(f"mw-gateway outbox {args.action} needs an ID (see `mw-gateway outbox list`)", file=sys.stderr)
+            return 2
+        if args.action == "show":
+            row = await store.outbox.get(args.id)
+            if row is None:
+                print(f"no outbox row {args.id}", file=sys.stderr)
+                return 1
+            if args.json:
+                print(json.dumps(_row_json(row), indent=2, default=str))
+            else:
+                print(explain_row(row))
+            return 0
+        if args.action == "retry":
+            ok = await store.outbox.retry(args.id)
+            print(f"outbox row {args.id} queued for an immediate attempt" if ok
+                  else f"outbox row {args.id} cannot be retried (unknown or already delivered)")
+            return 0 if ok else 1
+        if args.action == "drop":
+            ok = await store.outbox.drop(args.id)
+            print(f"outbox row {args.id} dropped (kept for the record, never sent)" if ok
+                  else f"outbox row {args.id} cannot be dropped (unknown, delivered or dropped)")
+            return 0 if ok else 1
+    finally:
+        await store.close()
+    return 2
+
+
+def _row_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id, "status": row.status.value, "rule": row.rule_id, "firing": row.firing_uuid,
+        "key": row.firing_key, "priority": row.priority, "attempts": row.attempts,
+        "next_attempt_at": row.next_attempt_at, "created_at": row.created_at, "delivered_at": row.delivered_at,
+        "delivered_by": row.delivered_by, "last_status_code": row.last_status_code, "last_error": row.last_error,
+        "last_details": row.last_details, "request": row.last_request,
+        "task": row.firing.to_json()["task"],
+    }
+
+
+def _print_outbox_table(rows: Sequence[Any]) -> None:
+    header = ("ID", "STATUS", "RULE", "PRIO", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR")
+    table = [header]
+    for r in rows:
+        status = "retrying" if r.status.value == "queued" and r.attempts else r.status.value
+        nxt = _fmt_ts(r.next_attempt_at) if r.status.value == "queued" else "-"
+        table.append((str(r.id), status, r.rule_id, r.priority, str(r.attempts), nxt,
+                      (r.last_error or "")[:60]))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if len(table) == 1:
+        print("(no rows)")
+
+
+def explain_row(row: Any) -> str:
+    """A dead letter explained field by field, with the server's own words."""
+    lines = [
+        f"outbox row {row.id}: {row.status.value}" + (f" after {row.attempts} attempt(s)" if row.attempts else ""),
+        f"  rule:      {row.rule_id}   priority: {row.priority}",
+        f"  firing:    {row.firing_uuid}   key: {row.firing_key}",
+        f"  created:   {_fmt_ts(row.created_at)}   updated: {_fmt_ts(row.updated_at)}",
+    ]
+    if row.status.value == "queued":
+        lines.append(f"  next attempt: {_fmt_ts(row.next_attempt_at)}")
+    if row.delivered_at:
+        lines.append(f"  delivered: {_fmt_ts(row.delivered_at)} by {row.delivered_by}")
+    if row.last_error:
+        lines.append(f"  last error: {row.last_error}")
+    details = row.last_details
+    if isinstance(details, dict):
+        ext = details.get("extended_message") if isinstance(details.get("extended_message"), dict) else details
+        prop = ext.get("property_errors") if isinstance(ext, dict) else None
+        glob = ext.get("global_errors") if isinstance(ext, dict) else None
+        if prop:
+            lines.append("  the CMMS rejected these fields:")
+            request = (row.last_request or {}).get("json", {}) if isinstance(row.last_request, dict) else {}
+            for pointer, errors in prop.items():
+                sent = _json_pointer(request, pointer)
+                for err in errors if isinstance(errors, list) else [errors]:
+                    if isinstance(err, dict):
+                        params = ", ".join(f"{k}={v}" for k, v in (err.get("parameters") or {}).items())
+                        lines.append(f"    {pointer}: {err.get('messageKey')} ({params}); we sent {sent!r}")
+                    else:
+                        lines.append(f"    {pointer}: {err}; we sent {sent!r}")
+        if glob:
+            for err in glob:
+                lines.append(f"  global error: {err.get('messageKey') if isinstance(err, dict) else err}")
+        if not prop and not glob:
+            lines.append(f"  server said: {json.dumps(details)}")
+    elif details is not None:
+        lines.append(f"  server said: {details}")
+    if row.last_request:
+        lines.append("  request sent:")
+        lines.extend("    " + line for line in json.dumps(row.last_request, indent=2, default=str).splitlines())
+    if row.status.value == "dead":
+        lines.append(f"  fix the rule or the CMMS data, then: mw-gateway outbox retry {row.id}"
+                     f"  (or drop it: mw-gateway outbox drop {row.id})")
+    return "\n".join(lines)
+
+
+def _json_pointer(doc: Any, pointer: str) -> Any:
+    current = doc
+    for part in [p for p in pointer.strip("/").split("/") if p]:
+        if isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        elif isinstance(current, dict) and part in current:
+            current = current[part]
+        else:
+            return None
+    return current
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,311 @@
+"""Firings and the transactional outbox: a firing and its outbox row are written in one transaction.
+
+Outbox row states (transitions live in this module only):
+    queued     waiting for its first attempt or a retry at next_attempt_at
+    delivered  the CMMS accepted it (or dry_run recorded it); kept until the retention period is over
+    dead       the CMMS rejected it (4xx); kept with the server's reasons until an operator retries or drops it
+    dropped    an operator dropped it; kept for the record
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.cmms.base import Delivery, OutboxItem
+from gateway.engine.firing import Firing, Priority, firing_uuid
+from gateway.store.db import Database
+
+
+class OutboxStatus(enum.StrEnum):
+    QUEUED = "queued"  # waiting for an attempt (first or retry) at next_attempt_at
+    DELIVERED = "delivered"  # accepted by the CMMS
+    DEAD = "dead"  # rejected by the CMMS; needs a person
+    DROPPED = "dropped"  # dropped by an operator
+
+
+class FiringStatus(enum.StrEnum):
+    QUEUED = "queued"  # has an outbox row
+    SUPPRESSED = "suppressed"  # the rule's previous task for this equipment was still open
+    DUPLICATE = "duplicate"  # the same firing key was recorded before (not stored again)
+
+
+# Task states from the webhooks that count as "still open" for while_open suppression.
+OPEN_TASK_STATES = ("scheduled", "started")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    key: str
+    uuid: str
+    status: FiringStatus
+    suppressed_by: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    firing_uuid: str
+    firing_key: str
+    rule_id: str
+    priority: str
+    status: OutboxStatus
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    updated_at: float
+    delivered_at: float | None
+    delivered_by: str | None
+    last_status_code: int | None
+    last_error: str | None
+    last_details: Any
+    last_request: Any
+    remote_id: str | None
+    firing: Firing
+
+    @staticmethod
+    def from_row(row: sqlite3.Row) -> OutboxRow:
+        return OutboxRow(
+            id=row["id"],
+            firing_uuid=row["uuid"],
+            firing_key=row["key"],
+            rule_id=row["rule_id"],
+            priority=row["fpriority"],
+            status=OutboxStatus(row["status"]),
+            attempts=row["attempts"],
+            next_attempt_at=row["next_attempt_at"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            delivered_at=row["delivered_at"],
+            delivered_by=row["delivered_by"],
+            last_status_code=row["last_status_code"],
+            last_error=row["last_error"],
+            last_details=json.loads(row["last_details"]) if row["last_details"] else None,
+            last_request=json.loads(row["last_request"]) if row["last_request"] else None,
+            remote_id=row["remote_id"],
+            firing=Firing.from_json(json.loads(row["body"])),
+        )
+
+
+_SELECT = """
+    SELECT o.*, f.uuid, f.key, f.rule_id, f.priority AS fpriority, f.body
+    FROM outbox o JOIN firings f ON f.id = o.firing_id
+"""
+
+
+def equipment_key(firing: Firing) -> str:
+    return json.dumps(firing.task.equipment)
+
+
+class Outbox:
+    def __init__(self, db: Database, clock: Clock, gateway_id: str) -> None:
+        self._db = db
+        self._clock = clock
+        self._gateway_id = gateway_id
+
+    # ------------------------------------------------------------------ writing firings
+
+    async def record_firings(
+        self, firings: Sequence[Firing], *, rule_states: Mapping[str, Any] | None = None
+    ) -> list[Recorded]:
+        """Write firings (and the rule states that go with them) in ONE transaction: group commit.
+
+        A firing whose key is already stored is reported as DUPLICATE and not written again. A firing whose
+        rule has `while_open: suppress` while the previous task of the same rule and equipment is still open
+        (queued for delivery, or scheduled/started per the webhooks) is stored as SUPPRESSED, without an
+        outbox row.
+        """
+        now = self._clock.now()
+        results: list[Recorded] = []
+        async with self._db.write() as conn:
+            for firing in firings:
+                uid = firing_uuid(self._gateway_id, firing.key)
+                existing = await conn.execute_fetchall("SELECT uuid FROM firings WHERE key = ?", (firing.key,))
+                if existing:
+                    results.append(Recorded(firing.key, uid, FiringStatus.DUPLICATE))
+                    continue
+                eq = equipment_key(firing)
+                blocker = None
+                if firing.while_open == "suppress":
+                    blocker = await self._open_firing(conn, firing.rule_id, eq)
+                status = FiringStatus.SUPPRESSED if blocker else FiringStatus.QUEUED
+                cur = await conn.execute(
+                    "INSERT INTO firings(key, uuid, rule_id, equipment, fired_at, priority, status, suppressed_by,"
+                    " body) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (firing.key, uid, firing.rule_id, eq, firing.fired_at, str(firing.priority), str(status),
+                     blocker, json.dumps(firing.to_json(), default=str)),
+                )
+                if status is FiringStatus.QUEUED:
+                    await conn.execute(
+                        "INSERT INTO outbox(firing_id, priority, status, next_attempt_at, created_at, updated_at)"
+                        " VALUES (?,?,?,?,?,?)",
+                        (cur.lastrowid, 0 if firing.priority is Priority.HIGH else 1, OutboxStatus.QUEUED.value,
+                         now, now, now),
+                    )
+                results.append(Recorded(firing.key, uid, status, blocker))
+            if rule_states:
+                await _save_rule_states(conn, rule_states, now)
+        return results
+
+    @staticmethod
+    async def _open_firing(conn: Any, rule_id: str, equipment: str) -> str | None:
+        """The uuid of this rule's latest firing for this equipment if its task is still open, else None."""
+        rows = await conn.execute_fetchall(
+            """
+            SELECT f.uuid, f.task_state, o.status FROM firings f JOIN outbox o ON o.firing_id = f.id
+            WHERE f.rule_id = ? AND f.equipment = ? AND f.status = 'queued'
+            ORDER BY f.fired_at DESC, f.id DESC LIMIT 1
+            """,
+            (rule_id, equipment),
+        )
+        if not rows:
+            return None
+        uid, task_state, out_status = rows[0]
+        if task_state in OPEN_TASK_STATES:
+            return str(uid)
+        if task_state is None and out_status == OutboxStatus.QUEUED.value:
+            return str(uid)  # not yet delivered: it will become an open task
+        return None
+
+    # ------------------------------------------------------------------ the dispatcher's side
+
+    async def due(self, *, now: float, limit: int, high_only: bool = False) -> list[OutboxItem]:
+        """Rows ready for an attempt: high priority first, then oldest first."""
+        sql = _SELECT + " WHERE o.status = 'queued' AND o.next_attempt_at <= ?"
+        if high_only:
+            sql += " AND o.priority = 0"
+        sql += " ORDER BY o.priority, o.created_at, o.id LIMIT ?"
+        rows = await self._db.fetchall(sql, (now, limit))
+        return [
+            OutboxItem(outbox_id=r["id"], firing_uuid=r["uuid"], firing=Firing.from_json(json.loads(r["body"])),
+                       attempts=r["attempts"])
+            for r in rows
+        ]
+
+    async def next_due_at(self) -> float | None:
+        row = await self._db.fetchone("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'queued'")
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def mark_delivered(self, item: OutboxItem, delivery: Delivery, *, backend: str, quota_month: str | None)\
+            -> None:
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            await conn.execute(
+                "UPDATE outbox SET status='delivered', attempts=attempts+1, delivered_at=?, delivered_by=?,"
+                " updated_at=?, last_status_code=?, last_error=NULL, last_details=NULL, last_request=?, remote_id=?"
+                " WHERE id=?",
+                (now, backend, now, delivery.status_code, _dumps(delivery.request), delivery.remote_id,
+                 item.outbox_id),
+            )
+            if quota_month is not None:
+                await conn.execute(
+                    "INSERT INTO quota_usage(month, used) VALUES (?, 1)"
+                    " ON CONFLICT(month) DO UPDATE SET used = used + 1",
+                    (quota_month,),
+                )
+
+    async def mark_retry(self, item: OutboxItem, delivery: Delivery, *, next_attempt_at: float,
+                         count_attempt: bool = True) -> None:
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            await conn.execute(
+                "UPDATE outbox SET attempts=attempts+?, next_attempt_at=?, updated_at=?, last_status_code=?,"
+                " last_error=?, last_details=?, last_request=? WHERE id=? AND status='queued'",
+                (1 if count_attempt else 0, next_attempt_at, now, delivery.status_code, delivery.error,
+                 _dumps(delivery.details), _dumps(delivery.request), item.outbox_id),
+            )
+
+    async def mark_dead(self, item: OutboxItem, delivery: Delivery) -> None:
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            await conn.execute(
+                "UPDATE outbox SET status='dead', attempts=attempts+1, updated_at=?, last_status_code=?,"
+                " last_error=?, last_details=?, last_request=? WHERE id=?",
+                (now, delivery.status_code, delivery.error, _dumps(delivery.details), _dumps(delivery.request),
+                 item.outbox_id),
+            )
+
+    # ------------------------------------------------------------------ operators (CLI) and status
+
+    async def get(self, outbox_id: int) -> OutboxRow | None:
+        row = await self._db.fetchone(_SELECT + " WHERE o.id = ?", (outbox_id,))
+        return OutboxRow.from_row(row) if row else None
+
+    async def list(self, *, statuses: Sequence[str] | None = None, delivered_by: str | None = None,
+                   limit: int = 200) -> list[OutboxRow]:
+        sql, params = _SELECT + " WHERE 1=1", []
+        if statuses:
+            sql += f" AND o.status IN ({','.join('?' * len(statuses))})"
+            params.extend(statuses)
+        if delivered_by is not None:
+            sql += " AND o.delivered_by = ?"
+            params.append(delivered_by)
+        sql += " ORDER BY o.priority, o.created_at, o.id LIMIT ?"
+        params.append(limit)
+        return [OutboxRow.from_row(r) for r in await self._db.fetchall(sql, params)]
+
+    async def retry(self, outbox_id: int) -> bool:
+        """Put a dead (or queued) row back for an immediate attempt. False when no such row can be retried."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            cur = await conn.execute(
+                "UPDATE outbox SET status='queued', next_attempt_at=?, updated_at=? "
+                "WHERE id=? AND status IN ('dead','queued','dropped')",
+                (now, now, outbox_id),
+            )
+            return bool(cur.rowcount)
+
+    async def drop(self, outbox_id: int) -> bool:
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            cur = await conn.execute(
+                "UPDATE outbox SET status='dropped', updated_at=? WHERE id=? AND status IN ('dead','queued')",
+                (now, outbox_id),
+            )
+            return bool(cur.rowcount)
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._db.fetchall(
+            "SELECT CASE WHEN status='queued' AND attempts>0 THEN 'retrying' ELSE status END AS s, COUNT(*) "
+            "FROM outbox GROUP BY s"
+        )
+        out = {"queued": 0, "retrying": 0, "delivered": 0, "dead": 0, "dropped": 0}
+        out.update({r[0]: r[1] for r in rows})
+        return out
+
+    async def quota_used(self, month: str) -> int:
+        row = await self._db.fetchone("SELECT used FROM quota_usage WHERE month = ?", (month,))
+        return int(row[0]) if row else 0
+
+    async def prune_delivered(self, *, older_than: float) -> int:
+        """Delete delivered outbox rows (their firings stay) delivered before `older_than`."""
+        async with self._db.write() as conn:
+            cur = await conn.execute(
+                "DELETE FROM outbox WHERE status='delivered' AND delivered_at < ?", (older_than,)
+            )
+            return int(cur.rowcount or 0)
+
+    async def firing_counts(self) -> dict[str, int]:
+        rows = await self._db.fetchall("SELECT status, COUNT(*) FROM firings GROUP BY status")
+        return {r[0]: r[1] for r in rows}
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str)
+
+
+async def _save_rule_states(conn: Any, states: Mapping[str, Any], now: float) -> None:
+    for rule_id, state in states.items():
+        if state is None:
+            await conn.execute("DELETE FROM rule_state WHERE rule_id = ?", (rule_id,))
+        else:
+            await conn.execute(
+                "INSERT INTO rule_state(rule_id, state, updated_at) VALUES (?,?,?)"
+                " ON CONFLICT(rule_id) DO UPDATE SET state=excluded.state, updated_at=excluded.updated_at",
+                (rule_id, json.dumps(state), now),
+            )

@@ -1,0 +1,1 @@
+"""The gateway's HTTP side: webhooks, status page, /api/*, /metrics, /healthz."""

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import ManualClock
+from gateway.cmms.base import Delivery, Outcome
+from gateway.engine.firing import Firing, Priority, TaskSpec
+from gateway.store import FiringStatus, Store
+
+
+def firing(key: str, *, rule: str = "r1", equipment: str | int = "EQ-1", priority: Priority = Priority.NORMAL,
+           while_open: str = "suppress", at: float = 1000.0) -> Firing:
+    return Firing(key=key, rule_id=rule, fired_at=at, task=TaskSpec(equipment=equipment, description="do it",
+                  assignees=(3,)), priority=priority, while_open=while_open)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = await Store.open(tmp_path, gateway_id="gw", clock=ManualClock(1000.0))
+    yield s
+    await s.close()
+
+
+async def test_same_key_is_never_queued_twice(store: Store) -> None:
+    first = await store.outbox.record_firings([firing("r1:1", while_open="create")])
+    again = await store.outbox.record_firings([firing("r1:1", while_open="create")])
+    assert first[0].status is FiringStatus.QUEUED
+    assert again[0].status is FiringStatus.DUPLICATE
+    assert (await store.outbox.counts())["queued"] == 1
+
+
+async def test_open_task_suppresses_next_firing_of_same_rule_and_equipment(store: Store) -> None:
+    a, b, c = await store.outbox.record_firings(
+        [firing("r1:1"), firing("r1:2"), firing("r1:3", equipment="EQ-2")]
+    )
+    assert a.status is FiringStatus.QUEUED
+    assert b.status is FiringStatus.SUPPRESSED and b.suppressed_by == a.uuid
+    assert c.status is FiringStatus.QUEUED  # other equipment
+
+
+async def test_high_priority_leaves_first_then_oldest(store: Store) -> None:
+    await store.outbox.record_firings(
+        [firing("a", rule="a", while_open="create"), firing("b", rule="b", priority=Priority.HIGH),
+         firing("c", rule="c")]
+    )
+    due = await store.outbox.due(now=2000.0, limit=10)
+    assert [i.firing.key for i in due] == ["b", "a", "c"]
+
+
+async def test_retry_dead_and_deliver_transitions(store: Store) -> None:
+    await store.outbox.record_firings([firing("a", rule="a"), firing("b", rule="b")])
+    a, b = await store.outbox.due(now=1000.0, limit=10)
+    await store.outbox.mark_retry(a, Delivery(Outcome.RETRY, 503, "HTTP 503"), next_attempt_at=1500.0)
+    await store.outbox.mark_dead(b, Delivery(Outcome.DEAD, 400, "bad", details={"property_errors": {"/x": []}}))
+    assert [i.firing.key for i in await store.outbox.due(now=1400.0, limit=10)] == []
+    (again,) = await store.outbox.due(now=1500.0, limit=10)
+    assert again.attempts == 1
+    await store.outbox.mark_delivered(again, Delivery(Outcome.DONE, 201), backend="mobility_work",
+                                      quota_month="2026-01")
+    counts = await store.outbox.counts()
+    assert counts["delivered"] == 1 and counts["dead"] == 1
+    assert await store.outbox.quota_used("2026-01") == 1
+    dead = (await store.outbox.list(statuses=["dead"]))[0]
+    assert dead.last_details == {"property_errors": {"/x": []}}
+    assert await store.outbox.retry(dead.id)
+    assert len(await store.outbox.due(now=1500.0, limit=10)) == 1
+
+
+async def test_rule_state_saved_with_firings_survives_reopen(tmp_path: Path) -> None:
+    s = await Store.open(tmp_path, gateway_id="gw", clock=ManualClock())
+    await s.outbox.record_firings([firing("a")], rule_states={"r1": {"next": 50000}})
+    await s.close()
+    s = await Store.open(tmp_path, gateway_id="gw", clock=ManualClock())
+    assert await s.rules.load() == {"r1": {"next": 50000}}
+    assert (await s.outbox.counts())["queued"] == 1
+    await s.close()
