@@ -32,6 +32,7 @@ class Delivery:
     retry_after_s: float | None = None
     remote_id: str | None = None  # the CMMS's id for the created object, when the response gives one
     elapsed_s: float = 0.0
+    maybe_committed: bool = False  # RETRY after the request may have reached the server (duplicate possible)
 
 
 @dataclass(frozen=True)

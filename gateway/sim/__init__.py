@@ -1,0 +1,1 @@
+"""Simulators for the demo and the tests: the Mobility Work API (`mobility_work`), and others beside it."""
