@@ -57,12 +57,13 @@ class AmageConfig(_Strict):
     api_key: SecretStr
     key_secret: SecretStr
     header_prefix: str = "amage-"  # the seed writes the headers without prefix: set "" for that form
-    sign_template: str = "{path}{key_secret}"  # fields: {method} {path} {body} {api_key} {device_uuid} {key_secret}
+    # what api-sign hashes; fields {method} {path} {body} {api_key} {device_uuid} {key_secret}
+    sign_template: str = "{path}{key_secret}"
     work_order_type_uuid: str | None = None  # typeUuid of every work order, unless the rule sets type_uuid
     work_order_state: Literal["NEW", "SCHEDULED", "IN_PROGRESS", "ON_HOLD", "FINISHED", "VOID"] = "NEW"
     department_uuid: str | None = None  # assignedDepartmentUuid when the rule names no user or department
     users: dict[str, str] = Field(default_factory=dict)  # rule assignee (e-mail or id) -> AMAGE user uuid
-    element_types: dict[str, str] = Field(default_factory=dict)  # spare-part article -> AMAGE element type uuid
+    element_types: dict[str, str] = Field(default_factory=dict)  # spare-part article -> element type uuid
     duplicate_pattern: str = r"(?i)already exists|duplicate"  # how AMAGE says "this uuid is taken"
     monthly_quota: int | None = Field(default=None, ge=0)
     http: HttpClientOptions = HttpClientOptions()
@@ -75,8 +76,8 @@ class AmageConfig(_Strict):
             value.format(**fields)
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(
-                f"bad sign_template {value!r} ({exc}): use the fields {{method}} {{path}} {{body}} {{api_key}} "
-                "{device_uuid} {key_secret}"
+                f"bad sign_template {value!r} ({exc}): use the fields {{method}} {{path}} {{body}} "
+                "{api_key} {device_uuid} {key_secret}"
             ) from None
         return value
 
@@ -108,6 +109,7 @@ class ServitlyConfig(_Strict):
     endpoint: Literal["maintenanceWorks", "historicalEvents"] = "maintenanceWorks"
     event_type: str = "MAINTENANCE"  # maintenanceWorks `type`, unless the rule sets type
     alert_definition_id: str | None = None  # historicalEvents `alertDefinitionId`, unless the rule sets it
+    things: dict[str, str] = Field(default_factory=dict)  # equipment -> thingId, when the rule gives none
     token_refresh_margin: float = 60.0  # log in again this long before the token expires
     monthly_quota: int | None = Field(default=None, ge=0)
     http: HttpClientOptions = HttpClientOptions()
