@@ -85,6 +85,7 @@ class Gateway:
     _stopping: asyncio.Event = field(init=False)
     _reload_requested: asyncio.Event = field(init=False)
     _http_server: Any = field(init=False, default=None)
+    housekeeping: Any = field(init=False, default=None)  # gateway.retention.Housekeeping: disk check, pruning
 
     # ------------------------------------------------------------------ start
 
@@ -217,9 +218,13 @@ class Gateway:
         last_watch = time.monotonic()
         watchdog = watchdog_interval_s()
         last_watchdog = 0.0
+        from gateway.retention import Housekeeping
+
+        self.housekeeping = Housekeeping(self)
         while True:
             await asyncio.sleep(TICK_INTERVAL_S if watchdog is None else min(TICK_INTERVAL_S, watchdog))
             mono = time.monotonic()
+            await self.housekeeping.tick(mono)
             firings = self.engine.tick(self.clock.now())
             if firings:
                 await self.commit_firings(firings)

@@ -7,6 +7,7 @@ Secrets are pydantic `SecretStr`: they print as '**********' and never reach a l
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -14,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.cmms.schema import CmmsConfig
 from gateway.durations import parse_duration
@@ -78,6 +87,30 @@ class HttpSection(_Strict):
         if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("write HOST:PORT, e.g. 127.0.0.1:8470")
         return value
+
+    @model_validator(mode="after")
+    def _exposure(self) -> HttpSection:
+        if bool(self.tls_certificate) != bool(self.tls_key):
+            raise ValueError("tls_certificate and tls_key go together: set both or neither")
+        if not self.loopback and not self.tls_certificate and not self.allow_plain_http:
+            raise ValueError(
+                f"listen {self.listen} reaches beyond this machine: set tls_certificate and tls_key, "
+                "or allow_plain_http: true to accept plain HTTP on the network"
+            )
+        if (self.auth_user is None) != (self.auth_password is None):
+            raise ValueError("auth_user and auth_password go together: set both or neither")
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        """True when only this machine can connect (127.0.0.0/8, ::1, localhost)."""
+        host = self.host
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a name other than localhost, or "" / 0.0.0.0-like wildcards
 
     @property
     def host(self) -> str:

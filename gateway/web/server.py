@@ -2,36 +2,48 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.dispatcher import DispatcherState
-from gateway.web.status import collect_status
+from gateway.web.auth import AuthMiddleware, Credentials
+from gateway.web.metrics import CONTENT_TYPE, GatewayMetrics
+from gateway.web.page import render_status_page
+from gateway.web.status import collect_status, health
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 
 def build_app(gw: Gateway) -> Starlette:
+    metrics = GatewayMetrics(gw).attach()
+
     async def healthz(request: Request) -> Response:
-        reasons = []
-        if gw.dispatcher.status.state is DispatcherState.PAUSED:
-            reasons.append(f"CMMS paused: {gw.dispatcher.status.reason}")
-        down = [n for n, s in gw.sources.items() if s.stats.link.value == "down"]
-        if down:
-            reasons.append(f"sources down: {', '.join(sorted(down))}")
-        body = {"status": "ok" if not reasons else "unhealthy", "reasons": reasons}
-        return JSONResponse(body, status_code=200 if not reasons else 503)
+        body = await health(gw)
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(render_status_page(await collect_status(gw)))
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(await metrics.render(), media_type=CONTENT_TYPE)
 
     async def api_status(request: Request) -> Response:
-        return JSONResponse(await collect_status(gw))
+        body = json.dumps(await collect_status(gw), default=str, ensure_ascii=False)
+        return Response(body, media_type="application/json")
 
     routes = [
         Route("/healthz", healthz),
         Route("/api/status", api_status),
+        Route("/", page),
+        Route("/metrics", metrics_endpoint),
     ]
-    return Starlette(routes=routes)
+    auth = Middleware(AuthMiddleware, credentials=lambda: Credentials.from_config(gw.config.http))
+    app = Starlette(routes=routes, middleware=[auth])
+    app.state.metrics = metrics
+    return app

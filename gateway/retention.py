@@ -1,0 +1,117 @@
+"""Retention: delivered outbox rows and old webhook events are pruned after `dispatcher.delivered_retention`.
+
+Firings themselves are kept (they are the history the reconciliation reads); only the delivery bookkeeping of
+delivered rows and the raw webhook events go. Dead, queued and dropped rows are never pruned: they need a
+person. Deleted pages are reused by SQLite; nothing is vacuumed (a VACUUM rewrites the whole file: SD wear).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway.disk import DISK_CHECK_INTERVAL_S, DiskStatus, check_disk, human_bytes
+from gateway.errors import StoreError
+from gateway.store import Store
+from gateway.store.db import describe_sqlite_error
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger(__name__)
+
+RETENTION_INTERVAL_S = 3600.0  # how often the gateway prunes
+
+
+@dataclass(frozen=True)
+class Pruned:
+    outbox_rows: int = 0
+    webhook_events: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.outbox_rows + self.webhook_events
+
+
+async def prune(store: Store, *, now: float, retention_s: float) -> Pruned:
+    """Delete what is older than `now - retention_s`. Returns how many rows went."""
+    cutoff = now - retention_s
+    rows = await store.outbox.prune_delivered(older_than=cutoff)
+    events = 0
+    ledger: Any = getattr(store, "ledger", None)
+    prune_events = getattr(ledger, "prune_events", None)
+    if prune_events is not None:
+        events = int(await prune_events(older_than=cutoff))
+    result = Pruned(outbox_rows=rows, webhook_events=events)
+    if result.total:
+        log.info(
+            "retention: pruned %d delivered outbox rows and %d webhook events older than %.0f days",
+            rows,
+            events,
+            retention_s / 86400,
+        )
+    return result
+
+
+class Housekeeping:
+    """The gateway's periodic disk check and pruning; `tick(mono)` is called from the gateway's periodic loop.
+
+    Logs once when the disk becomes nearly full or unwritable (ERROR) and once when it recovers (INFO).
+    `disk` is the last measurement, `store_error` the last failure to write the database (None when fine).
+    """
+
+    def __init__(
+        self,
+        gw: Gateway,
+        *,
+        disk_interval_s: float = DISK_CHECK_INTERVAL_S,
+        retention_interval_s: float = RETENTION_INTERVAL_S,
+    ) -> None:
+        self.gw = gw
+        self.disk_interval_s = disk_interval_s
+        self.retention_interval_s = retention_interval_s
+        self.disk: DiskStatus | None = None
+        self.store_error: str | None = None
+        self._disk_at: float | None = None
+        self._prune_at: float | None = None
+
+    @property
+    def disk_fresh(self) -> bool:
+        return self.disk is not None and self.disk.ok  # a problem is re-measured on every look
+
+    def check_disk(self) -> DiskStatus:
+        status = check_disk(self.gw.config.state_dir)
+        before = self.disk
+        if status.problem and (before is None or not before.problem):
+            log.error("%s", status.problem)
+        elif not status.problem and before is not None and before.problem:
+            log.info("state directory healthy again: %s free", human_bytes(status.free_bytes))
+        self.disk = status
+        return status
+
+    async def tick(self, mono: float) -> None:
+        if self._disk_at is None or mono - self._disk_at >= self.disk_interval_s:
+            self._disk_at = mono
+            self.check_disk()
+        if self._prune_at is None or mono - self._prune_at >= self.retention_interval_s:
+            self._prune_at = mono
+            await self.prune()
+
+    async def prune(self) -> Pruned | None:
+        gw = self.gw
+        try:
+            result = await prune(
+                gw.store, now=gw.clock.now(), retention_s=gw.config.dispatcher.delivered_retention
+            )
+        except (sqlite3.Error, StoreError) as exc:
+            message = describe_sqlite_error(exc)
+            if self.store_error is None:
+                log.error("retention: cannot write the state database: %s", message)
+            self.store_error = message
+            return None
+        if self.store_error is not None:
+            log.info("state database writable again")
+        self.store_error = None
+        return result

@@ -1,0 +1,152 @@
+"""GET /: the status page. Server-rendered HTML from `collect_status`, refreshed by the browser every few
+seconds (`<meta http-equiv="refresh">`), no JavaScript. Jinja2 with autoescape: every value from a device, a
+rule or a webhook is escaped.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from gateway.disk import human_bytes
+
+TEMPLATES = Path(__file__).parent / "templates"
+REFRESH_S = 5
+
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(("html",), default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def fmt_number(value: Any) -> str:
+    """37212 -> "37,212"; 12.345 -> "12.35"; anything else as text."""
+    if isinstance(value, bool) or value is None:
+        return "—" if value is None else str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:,.2f}"
+    return str(value)
+
+
+def fmt_age(seconds: Any) -> str:
+    if seconds is None:
+        return "never"
+    s = float(seconds)
+    if s < 0:
+        return "in the future"
+    if s < 60:
+        return f"{s:.1f} s ago"
+    if s < 3600:
+        return f"{s / 60:.0f} min ago"
+    if s < 86400:
+        return f"{s / 3600:.1f} h ago"
+    return f"{s / 86400:.1f} days ago"
+
+
+def fmt_duration(seconds: float) -> str:
+    s = abs(seconds)
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    if s < 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+class _Fmt:
+    """Formatting bound to the gateway's timezone and the status's `now`."""
+
+    def __init__(self, timezone: str, now: float) -> None:
+        self.tz = ZoneInfo(timezone) if timezone and timezone != "UTC" else UTC
+        self.now = now
+
+    def time(self, ts: Any) -> str:
+        if ts is None:
+            return "—"
+        moment = datetime.fromtimestamp(float(ts), tz=self.tz)
+        today = datetime.fromtimestamp(self.now, tz=self.tz).date()
+        fmt = "%H:%M:%S" if moment.date() == today else "%Y-%m-%d %H:%M"
+        return moment.strftime(fmt)
+
+    def relative(self, ts: Any) -> str:
+        if ts is None:
+            return "—"
+        delta = float(ts) - self.now
+        when = self.time(ts)
+        return f"{when} (in {fmt_duration(delta)})" if delta >= 0 else f"{when} ({fmt_duration(delta)} ago)"
+
+    def rule(self, rule: dict[str, Any]) -> str:
+        """One line for the rule's state: pending since, cooldown until, suppressed by, progress."""
+        parts: list[str] = []
+        for key, label in (
+            ("pending_since", "pending since"),
+            ("since", "since"),
+            ("firing_since", "firing since"),
+            ("cooldown_until", "cooldown until"),
+        ):
+            if rule.get(key) is not None:
+                parts.append(f"{label} {self.relative(rule[key])}")
+        blocker = rule.get("suppressed_by") or rule.get("open_task")
+        if blocker:
+            parts.append(f"suppressed: task of firing {str(blocker)[:8]} still open")
+        progress = rule.get("progress")
+        if isinstance(progress, dict):
+            parts.append(progress_text(progress))
+        elif isinstance(progress, str) and progress:
+            parts.append(progress)
+        if rule.get("reason"):
+            parts.append(str(rule["reason"]))
+        return "; ".join(parts)
+
+
+def progress_text(progress: dict[str, Any]) -> str:
+    """{"value": 37212, "next": 50000, "unit": "strokes"} -> "37,212 / 50,000 strokes"."""
+    value = progress.get("value", progress.get("current"))
+    target = progress.get("next", progress.get("target", progress.get("threshold")))
+    unit = progress.get("unit") or ""
+    text = f"{fmt_number(value)} / {fmt_number(target)}"
+    return f"{text} {unit}".rstrip()
+
+
+def progress_ratio(progress: Any) -> float | None:
+    if not isinstance(progress, dict):
+        return None
+    value = progress.get("value", progress.get("current"))
+    target = progress.get("next", progress.get("target", progress.get("threshold")))
+    start = progress.get("start", progress.get("baseline", 0)) or 0
+    if value is None or target is None:
+        return None
+    try:
+        span = float(target) - float(start)
+        return max(0.0, min(1.0, (float(value) - float(start)) / span)) if span > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def render_status_page(status: dict[str, Any], *, refresh_s: int = REFRESH_S) -> str:
+    gateway = status["gateway"]
+    fmt = _Fmt(gateway.get("timezone") or "UTC", float(status.get("now") or 0.0))
+    template = _env.get_template("status.html")
+    return template.render(
+        s=status,
+        fmt=fmt,
+        refresh_s=refresh_s,
+        number=fmt_number,
+        age=fmt_age,
+        human_bytes=human_bytes,
+        duration=fmt_duration,
+        progress_ratio=progress_ratio,
+        as_json=lambda v: json.dumps(v, ensure_ascii=False, default=str),
+    )
