@@ -6,6 +6,7 @@ from pathlib import Path
 
 from gateway.clock import Clock, SystemClock
 from gateway.store.db import DB_FILENAME, Database
+from gateway.store.ledger import Ledger
 from gateway.store.outbox import FiringStatus, Outbox, OutboxRow, OutboxStatus, Recorded
 from gateway.store.rulestate import RuleStateStore
 
@@ -20,6 +21,7 @@ class Store:
         self.clock = clock
         self.outbox = Outbox(db, clock, gateway_id)
         self.rules = RuleStateStore(db, clock)
+        self.ledger = Ledger(db, clock)
 
     @classmethod
     async def open(cls, state_dir: Path, *, gateway_id: str, clock: Clock | None = None) -> Store:

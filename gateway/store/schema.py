@@ -66,4 +66,106 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        2,
+        """
+        -- Every webhook received and committed (Mobility Work and ServiceMobility), verbatim.
+        -- dedupe_key: Mobility Work's _idempotencyKey, the CloudEvents id, or "sha256:<canonical body hash>"
+        -- for a body that carries neither.
+        CREATE TABLE webhook_events (
+            id          INTEGER PRIMARY KEY,
+            source      TEXT NOT NULL,     -- mobility_work | servicemobility
+            event       TEXT NOT NULL,     -- _event, or the CloudEvents type
+            dedupe_key  TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            task_id     TEXT,              -- the CMMS task (or work order) the event names, if any
+            known       INTEGER NOT NULL,  -- 1 when the ledger understood the event, 0 stored only
+            body        TEXT NOT NULL,     -- the raw body as received
+            UNIQUE (source, dedupe_key)
+        );
+        CREATE INDEX webhook_events_task ON webhook_events(task_id);
+
+        -- X-MW-Signature nonces seen, kept until their timestamp leaves the tolerance window.
+        CREATE TABLE webhook_nonces (
+            nonce      TEXT PRIMARY KEY,
+            body_hash  TEXT NOT NULL,      -- sha256 of the raw body that came with it
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX webhook_nonces_expiry ON webhook_nonces(expires_at);
+
+        -- CMMS tasks as the webhooks describe them. firing_uuid comes from metadata.firing.
+        CREATE TABLE tasks (
+            task_id      TEXT PRIMARY KEY,
+            source       TEXT NOT NULL,
+            firing_uuid  TEXT,
+            rule_id      TEXT,
+            gateway      TEXT,
+            equipment    TEXT,             -- JSON: the associatedTo / equipment object of the webhook
+            state        TEXT NOT NULL,    -- unknown | scheduled | started | completed | canceled
+            scheduled_at REAL, scheduled_by TEXT,
+            started_at   REAL, started_by   TEXT,
+            completed_at REAL, completed_by TEXT,
+            canceled_at  REAL, canceled_by  TEXT,
+            duplicate_of TEXT,             -- the first task bound to the same firing
+            first_seen   REAL NOT NULL,
+            updated_at   REAL NOT NULL
+        );
+        CREATE INDEX tasks_firing ON tasks(firing_uuid);
+
+        CREATE TABLE task_activities (
+            id          INTEGER PRIMARY KEY,
+            task_id     TEXT NOT NULL,
+            activity_id TEXT NOT NULL,
+            description TEXT,
+            minutes     REAL,
+            at          REAL,
+            reporter    TEXT,
+            event_id    INTEGER NOT NULL REFERENCES webhook_events(id),
+            UNIQUE (task_id, activity_id)
+        );
+
+        -- Spare-part movements against tasks: consumed (+quantity) and canceled consumption (-quantity).
+        CREATE TABLE consumptions (
+            id            INTEGER PRIMARY KEY,
+            event_id      INTEGER NOT NULL REFERENCES webhook_events(id),
+            source        TEXT NOT NULL,
+            kind          TEXT NOT NULL,   -- consumed | canceled
+            task_id       TEXT,            -- NULL: consumed outside any task
+            article       TEXT NOT NULL,   -- articleCode (Mobility Work) or ProdNum (ServiceMobility)
+            spare_part_id TEXT,
+            name          TEXT,
+            quantity      REAL NOT NULL,   -- signed: canceled rows are negative
+            location      TEXT,
+            at            REAL
+        );
+        CREATE INDEX consumptions_task ON consumptions(task_id);
+
+        -- The last known stock of each spare part, from the stock webhooks.
+        CREATE TABLE stock_levels (
+            article       TEXT PRIMARY KEY,
+            spare_part_id TEXT,
+            name          TEXT,
+            quantity      REAL,
+            threshold     REAL,
+            last_event    TEXT NOT NULL,
+            updated_at    REAL NOT NULL
+        );
+        """,
+    ),
+    (
+        3,
+        """
+        -- Outbox extras: make "the request may have reached the CMMS but we never saw the answer" visible.
+        -- attempt_started_at is written (and fsynced) before a request leaves and cleared with its result:
+        -- a row still carrying it at start-up was in flight when the gateway died.
+        ALTER TABLE outbox ADD COLUMN attempt_started_at REAL;
+        ALTER TABLE outbox ADD COLUMN first_attempt_at REAL;
+        -- maybe_committed: attempts that may have created a task; maybe_committed_at: the last such attempt
+        ALTER TABLE outbox ADD COLUMN maybe_committed INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE outbox ADD COLUMN maybe_committed_at REAL;
+        ALTER TABLE outbox ADD COLUMN dead_at REAL;
+        -- Attempts that may have created a task count against the month's quota too (conservative).
+        ALTER TABLE quota_usage ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]

@@ -1,0 +1,89 @@
+"""Webhook authentication: X-MW-Signature (Mobility Work) and the x-access-token JWT (ServiceMobility).
+
+X-MW-Signature (`t=…,nonce=…,signature=<64 hex>`), built on gateway/web/signature.py's compute function:
+- the signature is the hex HMAC-SHA256 of the configured template (default `"{t}.{nonce}.{body}"`) over the
+  RAW body bytes, compared in constant time against every configured secret (the current one and, during a
+  rotation, the previous one);
+- `|now - t| > tolerance` (default 300 s) is refused;
+- the nonce must not have been used before inside the window. The replay check itself is done by the ledger,
+  in the same transaction that stores the event (see `gateway.store.ledger.Ledger.record`), so it survives a
+  restart; this module only says how long the nonce must be remembered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.store.ledger import NonceUse
+from gateway.web.signature import DEFAULT_TEMPLATE, compute_signature, parse_header
+
+
+class Rejected(Exception):
+    """Authentication failed: answer 401 with this reason (never contains a secret)."""
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True)
+class MWSignatureVerifier:
+    secrets: tuple[str, ...]  # empty: signatures are not checked
+    template: str = DEFAULT_TEMPLATE
+    tolerance: float = 300.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.secrets)
+
+    def verify(self, header: str | None, body: bytes, *, now: float) -> NonceUse | None:
+        """None when no secret is configured; else the nonce to remember. Raises Rejected."""
+        if not self.secrets:
+            return None
+        if not header:
+            raise Rejected("missing X-MW-Signature header")
+        try:
+            parsed = parse_header(header)
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+        if abs(now - parsed.t) > self.tolerance:
+            raise Rejected(f"X-MW-Signature timestamp outside the {self.tolerance:g} s tolerance window")
+        matched = False
+        for secret in self.secrets:  # every secret is tried: no early exit that would time the match
+            expected = compute_signature(
+                secret, t=parsed.t, nonce=parsed.nonce, body=body, template=self.template
+            )
+            matched = hmac.compare_digest(expected, parsed.signature) or matched
+        if not matched:
+            raise Rejected("X-MW-Signature does not match the body")
+        # Acceptable while now <= t + tolerance: remember it at least that long.
+        return NonceUse(
+            nonce=parsed.nonce, body_hash=body_hash(body), expires_at=parsed.t + self.tolerance + 1
+        )
+
+
+@dataclass(frozen=True)
+class JWTVerifier:
+    key: str | None  # HS* secret or a PEM public key; None: tokens are not checked
+    algorithms: Sequence[str] = ("HS256",)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.key)
+
+    def verify(self, token: str | None) -> dict[str, Any] | None:
+        if not self.key:
+            return None
+        if not token:
+            raise Rejected("missing x-access-token header")
+        import jwt
+
+        try:
+            claims: dict[str, Any] = jwt.decode(token, self.key, algorithms=list(self.algorithms))
+        except jwt.PyJWTError as exc:
+            raise Rejected(f"x-access-token refused: {exc.__class__.__name__}") from None
+        return claims
