@@ -224,7 +224,7 @@ class AmageBackend:
             lines.append(line)
         return lines
 
-    def render_request(self, item: OutboxItem) -> dict[str, Any]:
+    def build_request(self, item: OutboxItem) -> dict[str, Any]:
         """What a delivery sends, without secrets: the add, then the material plan calls."""
         rendered: dict[str, Any] = {"method": "POST", "path": self._add_path, "json": self.work_order(item)}
         plan = [
@@ -246,7 +246,7 @@ class AmageBackend:
 
     async def deliver(self, item: OutboxItem) -> Delivery:
         started = time.monotonic()
-        rendered = self.render_request(item)
+        rendered = self.build_request(item)
         wo_uuid = item.firing_uuid
         done = self._progress.get(wo_uuid)
         if done is None:

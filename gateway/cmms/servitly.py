@@ -236,24 +236,25 @@ class ServitlyBackend:
             body["userEmail"] = str(email)
         return body
 
-    def render_request(self, item: OutboxItem) -> dict[str, Any]:
+    def build_request(self, item: OutboxItem) -> dict[str, Any]:
+        """The call as it is sent, without the token: {"method", "path", "json"}. ValueError when the rule
+        gives no thing or location."""
+        if not self.target(item):
+            raise ValueError(
+                f"rule {item.firing.rule_id} gives Servitly no thingId or locationId: add thing_id or "
+                f"location_id to the rule's task, or map equipment {item.firing.task.equipment!r} under "
+                "cmms.things in gateway.yaml"
+            )
         return {"method": "POST", "path": self.path, "json": self.body(item)}
 
     # --- delivery -------------------------------------------------------------------------------------
 
     async def deliver(self, item: OutboxItem) -> Delivery:
         started = time.monotonic()
-        rendered = self.render_request(item)
-        if not self.target(item):
-            return Delivery(
-                Outcome.DEAD,
-                error=(
-                    f"rule {item.firing.rule_id} gives Servitly no thingId or locationId: add thing_id or "
-                    f"location_id to the rule's task, or map equipment {item.firing.task.equipment!r} under "
-                    "cmms.things in gateway.yaml"
-                ),
-                request=rendered,
-            )
+        try:
+            rendered = self.build_request(item)
+        except ValueError as exc:
+            return Delivery(Outcome.DEAD, error=str(exc))
         stale: str | None = None
         for _ in range(2):
             try:
