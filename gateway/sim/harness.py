@@ -72,6 +72,24 @@ class Fault:
         return response
 
 
+_MODES = {"http_5xx": "error", "http_429": "rate_limit"}
+
+
+def _our_spelling(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise TypeError(f"a fault is a JSON object, got {item!r}")
+    data = dict(item)
+    if "mode" in data:
+        mode = data.pop("mode")
+        data["kind"] = _MODES.get(mode, mode)
+    for name in ("latency_s", "hang_s"):
+        if name in data:
+            data["delay_s"] = float(data.pop(name))
+    if isinstance(data.get("retry_after"), str):
+        data["retry_after"] = float(data["retry_after"])
+    return data
+
+
 def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -87,8 +105,10 @@ class FaultPlan:
         self.faults.append(fault)
 
     def add_json(self, data: Any) -> None:
+        """Add faults given as JSON; the Mobility Work simulator's spelling is understood too
+        (`mode`, `http_5xx`, `http_429`, `latency_s`, `hang_s`)."""
         items = data if isinstance(data, list) else [data]
-        parsed = [Fault(**item) for item in items]  # TypeError/ValueError on a bad one: nothing added
+        parsed = [Fault(**_our_spelling(item)) for item in items]  # TypeError/ValueError: nothing added
         self.faults.extend(parsed)
 
     def clear(self) -> None:
