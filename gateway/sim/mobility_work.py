@@ -329,6 +329,10 @@ def _transport_registry_protocol(registry: dict[Any, asyncio.Transport]) -> type
     class TrackedH11Protocol(H11Protocol):  # type: ignore[misc]
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # the accepted socket has proto 0, so asyncio did not set this
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.client:
                 registry[tuple(self.client)] = transport
 
@@ -401,8 +405,16 @@ class MobilityWorkSim:
 
     async def down(self, seconds: float | None = None) -> None:
         """Stop listening (connections are refused) and drop open connections; back up after `seconds`."""
+        server = self._server
+        if server is not None:
+            for sock_server in server.servers:
+                sock_server.close()  # refuse new connections first
         for transport in list(self._transports.values()):
             transport.abort()
+        for _ in range(200):  # let connection_lost run, so clients see the drops before is_up flips
+            if not self._transports:
+                break
+            await asyncio.sleep(0.005)
         await self._unlisten()
         if seconds is not None:
             self._spawn(self._up_later(seconds))
