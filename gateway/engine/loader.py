@@ -331,6 +331,9 @@ class _Collector:
 
     def refs(self, loc: Loc, what: str, refs: tpl.Refs) -> None:
         for name in refs.unknown_names:
+            if what == "the expression":
+                self.fail(loc, f"unknown name {name!r} in the expression: write signals as source.signal")
+                continue
             self.fail(
                 loc,
                 f"unknown name {name!r} in {what}: templates see {', '.join(sorted(tpl.CONTEXT_NAMES))} "
