@@ -433,7 +433,10 @@ class WebhookReceiver:
         event = payload.get("_event")
         if not isinstance(event, str) or not event.strip():
             return self._reject(400, "missing _event: not a Mobility Work webhook")
-        key = text(payload.get("_idempotencyKey")) or canonical_hash(payload)
+        # `_idempotencyKey` is the webhook's unique id; scoped by event so that two event types can never
+        # shadow each other (the documents give every sample the same key). No key: the content decides.
+        idem = text(payload.get("_idempotencyKey"))
+        key = f"{event}:{idem}" if idem else canonical_hash(payload)
         try:
             task_id, known, ops = parse_mobility_work(payload)
         except Exception:  # a bug of ours must not lose the event: keep it verbatim, unapplied

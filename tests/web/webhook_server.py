@@ -1,0 +1,106 @@
+"""A real uvicorn server in the test's event loop serving the webhook receiver over a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway.clock import SystemClock
+from gateway.config import HttpSection
+from gateway.sources.base import Sample
+from gateway.store import Store
+from gateway.store.ledger import TaskClosed
+from gateway.web.webhooks_mw import WebhookReceiver
+
+SECRET = "whsec-current-7f3a"
+PREVIOUS_SECRET = "whsec-previous-1b2c"
+MW_PATH = "/webhooks/mobility-work"
+SM_PATH = "/webhooks/servicemobility/InventoryUsage"
+
+
+@dataclass
+class Running:
+    url: str
+    store: Store
+    receiver: WebhookReceiver
+    samples: list[Sample] = field(default_factory=list)
+    closed: list[TaskClosed] = field(default_factory=list)
+
+    async def count(self) -> int:
+        return await self.store.ledger.event_count()
+
+
+@asynccontextmanager
+async def serve_app(app: Any, port: int) -> AsyncIterator[str]:
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@asynccontextmanager
+async def running_receiver(tmp_path: Path, port: int, **http: Any) -> AsyncIterator[Running]:
+    store = await Store.open(tmp_path / "state", gateway_id="gw-test", clock=SystemClock())
+    samples: list[Sample] = []
+    closed: list[TaskClosed] = []
+    receiver = WebhookReceiver(
+        store, HttpSection(**http), clock=store.clock, on_sample=samples.append, on_task_closed=closed.append
+    )
+    app = Starlette(routes=receiver.routes())
+    try:
+        async with serve_app(app, port) as url:
+            yield Running(url, store, receiver, samples, closed)
+    finally:
+        await store.close()
+
+
+def raw_request(port: int, head: bytes, body_chunks: list[bytes], *, shutdown_write: bool = True) -> bytes:
+    """Send bytes on a plain socket (for what httpx will not send: lying Content-Length, cut bodies) and read
+    what the server answers until it closes (b"" when it answered nothing)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        for chunk in body_chunks:
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        if shutdown_write:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        out = b""
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                out += data
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return out
