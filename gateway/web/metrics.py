@@ -25,13 +25,15 @@ Families (all prefixed `mw_gateway_`, plus prometheus-client's `process_*` on Li
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
 from gateway.disk import DiskStatus, check_disk
@@ -223,3 +225,61 @@ def _evaluations(gw: Gateway) -> dict[str, int]:
     for rule in gw.rules.rules:
         out.setdefault(str(rule.id), 0)
     return out
+
+
+class WebhookMetricsMiddleware:
+    """Counts `POST /webhooks/...` by event type and result, as the receiver answered them.
+
+    The event type is read from the body the receiver saw (`_event` for Mobility Work, `type` for
+    CloudEvents); only for accepted requests, so an unauthenticated caller cannot fill the label space:
+    refused ones are counted as event "unverified".
+    """
+
+    MAX_BODY = 1_048_576
+
+    def __init__(self, app: ASGIApp, *, metrics: Callable[[], GatewayMetrics | None]) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/webhooks/"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        status = 500
+
+        async def receive_wrapper() -> Message:
+            nonlocal size
+            message = await receive()
+            if message["type"] == "http.request" and size < self.MAX_BODY:
+                chunk = message.get("body", b"")
+                chunks.append(chunk)
+                size += len(chunk)
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        finally:
+            metrics = self.metrics()
+            if metrics is not None:
+                accepted = 200 <= status < 300
+                event = _event_of(b"".join(chunks)) if accepted else "unverified"
+                metrics.on_event("webhook", (event, "accepted" if accepted else f"http_{status}"))
+
+
+def _event_of(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "unknown"
+    if not isinstance(data, dict):
+        return "unknown"
+    event = data.get("_event") or data.get("type") or "unknown"
+    return str(event)[:64]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 
 from gateway.disk import human_bytes
 
@@ -26,10 +26,16 @@ _env = Environment(
 )
 
 
+def _missing(value: Any) -> bool:
+    return value is None or isinstance(value, Undefined)
+
+
 def fmt_number(value: Any) -> str:
     """37212 -> "37,212"; 12.345 -> "12.35"; anything else as text."""
-    if isinstance(value, bool) or value is None:
-        return "—" if value is None else str(value).lower()
+    if _missing(value):
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
@@ -40,7 +46,7 @@ def fmt_number(value: Any) -> str:
 
 
 def fmt_age(seconds: Any) -> str:
-    if seconds is None:
+    if _missing(seconds):
         return "never"
     s = float(seconds)
     if s < 0:
@@ -73,7 +79,7 @@ class _Fmt:
         self.now = now
 
     def time(self, ts: Any) -> str:
-        if ts is None:
+        if _missing(ts):
             return "—"
         moment = datetime.fromtimestamp(float(ts), tz=self.tz)
         today = datetime.fromtimestamp(self.now, tz=self.tz).date()
@@ -81,7 +87,7 @@ class _Fmt:
         return moment.strftime(fmt)
 
     def relative(self, ts: Any) -> str:
-        if ts is None:
+        if _missing(ts):
             return "—"
         delta = float(ts) - self.now
         when = self.time(ts)
@@ -90,30 +96,34 @@ class _Fmt:
     def rule(self, rule: dict[str, Any]) -> str:
         """One line for the rule's state: pending since, cooldown until, suppressed by, progress."""
         parts: list[str] = []
-        for key, label in (
-            ("pending_since", "pending since"),
-            ("since", "since"),
-            ("firing_since", "firing since"),
-            ("cooldown_until", "cooldown until"),
+        state = rule.get("state")
+        if rule.get("since") is not None:
+            parts.append(f"{state} since {self.relative(rule['since'])}")
+        if (
+            rule.get("fires_at") is not None
+            and state in ("pending", "idle")
+            and rule.get("trigger") != "counter"
         ):
-            if rule.get(key) is not None:
-                parts.append(f"{label} {self.relative(rule[key])}")
-        blocker = rule.get("suppressed_by") or rule.get("open_task")
-        if blocker:
-            parts.append(f"suppressed: task of firing {str(blocker)[:8]} still open")
+            parts.append(f"fires at {self.relative(rule['fires_at'])}")
+        if rule.get("silent_for") is not None:
+            parts.append(f"no good sample for {fmt_duration(float(rule['silent_for']))}")
+        if rule.get("until") is not None:
+            parts.append(f"cooldown until {self.relative(rule['until'])}")
+        if rule.get("suppressed_by"):
+            parts.append(
+                f"last firing suppressed: the task of firing {str(rule['suppressed_by'])[:8]} is still open"
+            )
         progress = rule.get("progress")
         if isinstance(progress, dict):
             parts.append(progress_text(progress))
-        elif isinstance(progress, str) and progress:
-            parts.append(progress)
-        if rule.get("reason"):
-            parts.append(str(rule["reason"]))
+        if rule.get("swallowed_by_cooldown"):
+            parts.append(f"{rule['swallowed_by_cooldown']} occurrences swallowed by the cooldown")
         return "; ".join(parts)
 
 
 def progress_text(progress: dict[str, Any]) -> str:
-    """{"value": 37212, "next": 50000, "unit": "strokes"} -> "37,212 / 50,000 strokes"."""
-    value = progress.get("value", progress.get("current"))
+    """{"current": 37212, "next": 50000, "unit": "strokes"} -> "37,212 / 50,000 strokes"."""
+    value = progress.get("current", progress.get("value"))
     target = progress.get("next", progress.get("target", progress.get("threshold")))
     unit = progress.get("unit") or ""
     text = f"{fmt_number(value)} / {fmt_number(target)}"
@@ -123,9 +133,10 @@ def progress_text(progress: dict[str, Any]) -> str:
 def progress_ratio(progress: Any) -> float | None:
     if not isinstance(progress, dict):
         return None
-    value = progress.get("value", progress.get("current"))
+    value = progress.get("current", progress.get("value"))
     target = progress.get("next", progress.get("target", progress.get("threshold")))
-    start = progress.get("start", progress.get("baseline", 0)) or 0
+    every = progress.get("every")
+    start = float(target) - float(every) if target is not None and every else 0.0
     if value is None or target is None:
         return None
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from gateway.disk import DiskStatus, check_disk
@@ -17,7 +18,45 @@ if TYPE_CHECKING:
 
 LATEST_WEBHOOKS = 20
 OUTBOX_ROWS_SHOWN = 50
+RECENT_FIRINGS = 20
 NOT_DRAINING_AFTER_S = 600.0  # retrying rows and no successful delivery for this long: the outbox is stuck
+
+
+class FiringLog:
+    """The latest firings and, per rule, what became of its last one (queued, or suppressed because the task
+    of an earlier firing is still open). Fed by the Gateway's "firing" events; kept in memory."""
+
+    def __init__(self, size: int = RECENT_FIRINGS) -> None:
+        self.recent: deque[dict[str, Any]] = deque(maxlen=size)
+        self.by_rule: dict[str, dict[str, Any]] = {}
+
+    def on_event(self, kind: str, payload: Any) -> None:
+        if kind != "firing":
+            return
+        firing, result = payload
+        entry = {
+            "rule": firing.rule_id,
+            "key": firing.key,
+            "firing": result.uuid,
+            "fired_at": firing.fired_at,
+            "status": str(getattr(result.status, "value", result.status)),
+            "suppressed_by": result.suppressed_by,
+            "description": firing.task.description,
+        }
+        self.recent.appendleft(entry)
+        self.by_rule[firing.rule_id] = entry
+
+
+_firing_logs: dict[int, FiringLog] = {}
+
+
+def firing_log(gw: Gateway) -> FiringLog:
+    """The gateway's FiringLog, created and subscribed on first use."""
+    log = _firing_logs.get(id(gw))
+    if log is None or log.on_event not in gw.listeners:
+        log = _firing_logs[id(gw)] = FiringLog()
+        gw.listeners.append(log.on_event)
+    return log
 
 
 def _disk(gw: Gateway) -> DiskStatus:
@@ -116,7 +155,7 @@ async def _outbox(gw: Gateway, counts: dict[str, int]) -> dict[str, Any]:
         }
         for r in rows
     ]
-    return {"counts": counts, "dispatcher": gw.dispatcher.status.as_dict(), "items": items}
+    return {"counts": counts, "dispatcher": gw.dispatcher.status.as_dict(), "rows": items}
 
 
 async def collect_status(gw: Gateway) -> dict[str, Any]:
@@ -150,6 +189,12 @@ async def collect_status(gw: Gateway) -> dict[str, Any]:
     counts = await gw.store.outbox.counts()
     status = gw.dispatcher.status
     disk = _disk(gw)
+    flog = firing_log(gw)
+    rules = gw.engine.rule_status(now)
+    for rule in rules:
+        last = flog.by_rule.get(str(rule.get("id")))
+        if last is not None and last["status"] == "suppressed":
+            rule["suppressed_by"] = last["suppressed_by"]
     return {
         "now": now,
         "gateway": {
@@ -165,7 +210,8 @@ async def collect_status(gw: Gateway) -> dict[str, Any]:
         "health": await health(gw, outbox_counts=counts),
         "sources": sources,
         "signals": signals,
-        "rules": gw.engine.rule_status(now),
+        "rules": rules,
+        "firings": list(flog.recent),
         "outbox": await _outbox(gw, counts),
         "quota": {
             "month": status.quota_month,
