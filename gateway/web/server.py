@@ -12,9 +12,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.web.auth import AuthMiddleware, Credentials
-from gateway.web.metrics import CONTENT_TYPE, GatewayMetrics
+from gateway.web.metrics import CONTENT_TYPE, GatewayMetrics, WebhookMetricsMiddleware
 from gateway.web.page import render_status_page
-from gateway.web.status import collect_status, health
+from gateway.web.status import collect_status, firing_log, health
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 def build_app(gw: Gateway) -> Starlette:
     metrics = GatewayMetrics(gw).attach()
+    firing_log(gw)  # the status page's "latest firings", from the start
 
     async def healthz(request: Request) -> Response:
         body = await health(gw)
@@ -44,6 +45,7 @@ def build_app(gw: Gateway) -> Starlette:
         Route("/metrics", metrics_endpoint),
     ]
     auth = Middleware(AuthMiddleware, credentials=lambda: Credentials.from_config(gw.config.http))
-    app = Starlette(routes=routes, middleware=[auth])
+    webhook_metrics = Middleware(WebhookMetricsMiddleware, metrics=lambda: metrics)
+    app = Starlette(routes=routes, middleware=[auth, webhook_metrics])
     app.state.metrics = metrics
     return app
