@@ -617,3 +617,43 @@ def test_main_rejects_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
         port = busy.getsockname()[1]
         assert main(["--port", str(port)]) == 1
     assert "cannot listen" in capsys.readouterr().out
+
+
+# --- X-MW-Signature helpers (the receiver's verifier builds on these)
+
+
+def test_signature_known_vector_and_parsing() -> None:
+    import hashlib
+    import hmac
+
+    body = b'{"_event":"TaskWasStarted"}'
+    header = sign("s3cret", body, t=1660338149, nonce="752c14ea195c460bac3c3b7896975ee9fd15eeb7")
+    expected = hmac.new(
+        b"s3cret", b"1660338149.752c14ea195c460bac3c3b7896975ee9fd15eeb7." + body, hashlib.sha256
+    ).hexdigest()
+    assert header == f"t=1660338149,nonce=752c14ea195c460bac3c3b7896975ee9fd15eeb7,signature={expected}"
+    parsed = parse_header(" signature=" + expected.upper() + ", t=1660338149 ,nonce=752c14ea")
+    assert (parsed.t, parsed.nonce, parsed.signature) == (1660338149, "752c14ea", expected)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "t=1,nonce=a",
+        "t=x,nonce=a,signature=" + "0" * 64,
+        "t=1,nonce=a,signature=abc",
+        "t=1,nonce=,signature=" + "0" * 64,
+        "t=1,t=2,nonce=a,signature=" + "0" * 64,
+        "garbage",
+    ],
+)
+def test_malformed_signature_headers(value: str) -> None:
+    with pytest.raises(ValueError):
+        parse_header(value)
+
+
+@pytest.mark.parametrize("template", ["{t}.{nonce}", "{t}{body}{body}", "{t}.{secret}.{body}"])
+def test_bad_signature_templates(template: str) -> None:
+    with pytest.raises(ValueError):
+        sign("s", b"{}", template=template)
