@@ -1,13 +1,14 @@
 """The one SQLite connection: pragmas, migrations, and the write lock.
 
 Every write goes through `async with db.write() as conn:` — one asyncio lock and one IMMEDIATE transaction,
-committed at the end of the block (rolled back on error). aiosqlite runs every operation of a connection on one
-thread, in order; the lock keeps our own transactions from interleaving at await points.
+committed at the end of the block (rolled back on error). aiosqlite runs every operation of a connection on
+one thread, in order; the lock keeps our own transactions from interleaving at await points.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
@@ -23,6 +24,16 @@ from gateway.store.schema import MIGRATIONS
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "gateway.sqlite3"
+
+# WAL + synchronous=FULL: a transaction is on the disk when COMMIT returns (the WAL is fsynced at every
+# commit), and readers (the CLI, the status page) never block the writer. busy_timeout lets
+# `mw-gateway outbox retry` write while the service runs.
+PRAGMAS: tuple[tuple[str, str], ...] = (
+    ("journal_mode", "WAL"),
+    ("synchronous", "FULL"),
+    ("foreign_keys", "ON"),
+    ("busy_timeout", "5000"),
+)
 
 
 def describe_sqlite_error(exc: BaseException) -> str:
@@ -50,10 +61,11 @@ class Database:
         conn.row_factory = aiosqlite.Row
         db = cls(conn, path)
         try:
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA synchronous=FULL")
-            await conn.execute("PRAGMA foreign_keys=ON")
-            await conn.execute("PRAGMA busy_timeout=5000")
+            for pragma, value in PRAGMAS:
+                await conn.execute(f"PRAGMA {pragma}={value}")
+            mode = await conn.execute_fetchall("PRAGMA journal_mode")
+            if str(next(iter(mode))[0]).lower() != "wal":
+                log.warning("%s: SQLite refused WAL mode (journal_mode=%s): writes are slower", path, mode)
             await db._migrate(migrations)
         except sqlite3.Error as exc:
             await conn.close()
@@ -76,14 +88,37 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            await self._settle("BEGIN IMMEDIATE")
             try:
                 yield self.conn
             except BaseException:
-                await self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:  # SQLite may have rolled back already (e.g. after SQLITE_FULL)
+                    await self._settle("ROLLBACK")
                 raise
-            else:
-                await self.conn.execute("COMMIT")
+            try:
+                await self._settle("COMMIT")
+            except sqlite3.Error:
+                # A failed COMMIT (disk full, I/O error) can leave the transaction open: end it, so the next
+                # write starts clean. Nothing of this transaction is on the disk.
+                if self.conn.in_transaction:
+                    await self._settle("ROLLBACK")
+                raise
+
+    async def _settle(self, sql: str) -> None:
+        """Run a transaction-control statement to its end even if the caller is cancelled meanwhile.
+
+        aiosqlite runs statements on its own thread: a cancelled await does not stop the statement, so the
+        connection's transaction state would be unknown when the lock is released. Waiting for it keeps every
+        write() starting from "no transaction"; a cancellation is re-raised afterwards (a COMMIT that was
+        cancelled has still committed).
+        """
+        fut = asyncio.ensure_future(self.conn.execute(sql))
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await fut
+            raise
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         return list(await self.conn.execute_fetchall(sql, tuple(params)))

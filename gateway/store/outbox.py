@@ -3,8 +3,14 @@
 Outbox row states (transitions live in this module only):
     queued     waiting for its first attempt or a retry at next_attempt_at
     delivered  the CMMS accepted it (or dry_run recorded it); kept until the retention period is over
-    dead       the CMMS rejected it (4xx); kept with the server's reasons until an operator retries or drops it
+    dead       the CMMS rejected it (4xx); kept with the server's reasons until an operator retries/drops it
     dropped    an operator dropped it; kept for the record
+
+An attempt is *claimed* before its request leaves (`claim`: `attempt_started_at` is set and fsynced) and
+the claim is cleared with its result. A row still claimed when the store is opened again was in flight when
+the gateway died: `recover_interrupted` counts that attempt as *maybe committed*, like a request whose
+response was lost. `maybe_committed > 0` on a row means the CMMS may hold two tasks for this firing; the
+ledger and the reconciliation look for them, and `mw-gateway outbox show` says so.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import enum
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +44,10 @@ class FiringStatus(enum.StrEnum):
 # Task states from the webhooks that count as "still open" for while_open suppression.
 OPEN_TASK_STATES = ("scheduled", "started")
 
+INTERRUPTED_ERROR = (
+    "interrupted: the gateway stopped while this request was in flight; the CMMS may have created the task"
+)
+
 
 @dataclass(frozen=True)
 class Recorded:
@@ -45,6 +55,18 @@ class Recorded:
     uuid: str
     status: FiringStatus
     suppressed_by: str | None = None
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    """Tasks of one month: delivered (the CMMS said so) and uncertain (a request whose answer was lost)."""
+
+    delivered: int = 0
+    uncertain: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.delivered + self.uncertain
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,16 @@ class OutboxRow:
     last_request: Any
     remote_id: str | None
     firing: Firing
+    first_attempt_at: float | None = None
+    attempt_started_at: float | None = None  # set while a request is in flight
+    maybe_committed: int = 0  # attempts that may have created a task without us seeing the answer
+    maybe_committed_at: float | None = None
+    dead_at: float | None = None
+
+    @property
+    def maybe_duplicated(self) -> bool:
+        """The CMMS may hold more than one task for this firing (at-least-once: the ledger checks)."""
+        return self.maybe_committed > 0
 
     @staticmethod
     def from_row(row: sqlite3.Row) -> OutboxRow:
@@ -89,6 +121,11 @@ class OutboxRow:
             last_request=json.loads(row["last_request"]) if row["last_request"] else None,
             remote_id=row["remote_id"],
             firing=Firing.from_json(json.loads(row["body"])),
+            first_attempt_at=row["first_attempt_at"],
+            attempt_started_at=row["attempt_started_at"],
+            maybe_committed=row["maybe_committed"],
+            maybe_committed_at=row["maybe_committed_at"],
+            dead_at=row["dead_at"],
         )
 
 
@@ -100,6 +137,15 @@ _SELECT = """
 
 def equipment_key(firing: Firing) -> str:
     return json.dumps(firing.task.equipment)
+
+
+def _item(row: sqlite3.Row) -> OutboxItem:
+    return OutboxItem(
+        outbox_id=row["id"],
+        firing_uuid=row["uuid"],
+        firing=Firing.from_json(json.loads(row["body"])),
+        attempts=row["attempts"],
+    )
 
 
 class Outbox:
@@ -115,17 +161,17 @@ class Outbox:
     ) -> list[Recorded]:
         """Write firings (and the rule states that go with them) in ONE transaction: group commit.
 
-        A firing whose key is already stored is reported as DUPLICATE and not written again. A firing whose
-        rule has `while_open: suppress` while the previous task of the same rule and equipment is still open
-        (queued for delivery, or scheduled/started per the webhooks) is stored as SUPPRESSED, without an
-        outbox row.
+        A firing whose key is already stored (or repeated within `firings`) is reported as DUPLICATE and not
+        written again. A firing whose rule has `while_open: suppress` while the previous task of the same rule
+        and equipment is still open (queued for delivery, or scheduled/started per the webhooks) is stored as
+        SUPPRESSED, without an outbox row.
         """
         now = self._clock.now()
         results: list[Recorded] = []
         async with self._db.write() as conn:
             for firing in firings:
                 uid = firing_uuid(self._gateway_id, firing.key)
-                existing = await conn.execute_fetchall("SELECT uuid FROM firings WHERE key = ?", (firing.key,))
+                existing = await conn.execute_fetchall("SELECT 1 FROM firings WHERE key = ?", (firing.key,))
                 if existing:
                     results.append(Recorded(firing.key, uid, FiringStatus.DUPLICATE))
                     continue
@@ -135,17 +181,32 @@ class Outbox:
                     blocker = await self._open_firing(conn, firing.rule_id, eq)
                 status = FiringStatus.SUPPRESSED if blocker else FiringStatus.QUEUED
                 cur = await conn.execute(
-                    "INSERT INTO firings(key, uuid, rule_id, equipment, fired_at, priority, status, suppressed_by,"
-                    " body) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (firing.key, uid, firing.rule_id, eq, firing.fired_at, str(firing.priority), str(status),
-                     blocker, json.dumps(firing.to_json(), default=str)),
+                    "INSERT INTO firings(key, uuid, rule_id, equipment, fired_at, priority, status,"
+                    " suppressed_by, body) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        firing.key,
+                        uid,
+                        firing.rule_id,
+                        eq,
+                        firing.fired_at,
+                        str(firing.priority),
+                        str(status),
+                        blocker,
+                        json.dumps(firing.to_json(), default=str),
+                    ),
                 )
                 if status is FiringStatus.QUEUED:
                     await conn.execute(
-                        "INSERT INTO outbox(firing_id, priority, status, next_attempt_at, created_at, updated_at)"
-                        " VALUES (?,?,?,?,?,?)",
-                        (cur.lastrowid, 0 if firing.priority is Priority.HIGH else 1, OutboxStatus.QUEUED.value,
-                         now, now, now),
+                        "INSERT INTO outbox(firing_id, priority, status, next_attempt_at, created_at,"
+                        " updated_at) VALUES (?,?,?,?,?,?)",
+                        (
+                            cur.lastrowid,
+                            0 if firing.priority is Priority.HIGH else 1,
+                            OutboxStatus.QUEUED.value,
+                            now,
+                            now,
+                            now,
+                        ),
                     )
                 results.append(Recorded(firing.key, uid, status, blocker))
             if rule_states:
@@ -174,61 +235,163 @@ class Outbox:
 
     # ------------------------------------------------------------------ the dispatcher's side
 
-    async def due(self, *, now: float, limit: int, high_only: bool = False) -> list[OutboxItem]:
-        """Rows ready for an attempt: high priority first, then oldest first."""
-        sql = _SELECT + " WHERE o.status = 'queued' AND o.next_attempt_at <= ?"
+    async def due(
+        self, *, now: float, limit: int, high_only: bool = False, exclude: Collection[int] = ()
+    ) -> list[OutboxItem]:
+        """Unclaimed rows ready for an attempt, except `exclude` (ids the dispatcher already holds): high
+        priority first, then oldest first."""
+        sql = _SELECT + " WHERE o.status='queued' AND o.next_attempt_at <= ? AND o.attempt_started_at IS NULL"
+        params: list[Any] = [now]
         if high_only:
             sql += " AND o.priority = 0"
+        if exclude:
+            sql += f" AND o.id NOT IN ({','.join('?' * len(exclude))})"
+            params.extend(exclude)
         sql += " ORDER BY o.priority, o.created_at, o.id LIMIT ?"
-        rows = await self._db.fetchall(sql, (now, limit))
-        return [
-            OutboxItem(outbox_id=r["id"], firing_uuid=r["uuid"], firing=Firing.from_json(json.loads(r["body"])),
-                       attempts=r["attempts"])
-            for r in rows
-        ]
+        params.append(limit)
+        return [_item(r) for r in await self._db.fetchall(sql, params)]
 
-    async def next_due_at(self) -> float | None:
-        row = await self._db.fetchone("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'queued'")
+    async def next_due_at(self, *, high_only: bool = False) -> float | None:
+        """When the next unclaimed queued row becomes due (None: nothing queued)."""
+        sql = "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'queued' AND attempt_started_at IS NULL"
+        if high_only:
+            sql += " AND priority = 0"
+        row = await self._db.fetchone(sql)
         return None if row is None or row[0] is None else float(row[0])
 
-    async def mark_delivered(self, item: OutboxItem, delivery: Delivery, *, backend: str, quota_month: str | None)\
-            -> None:
+    async def claim(self, items: Sequence[OutboxItem]) -> None:
+        """Durably mark these rows as in flight, in one transaction, BEFORE their requests leave."""
+        if not items:
+            return
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            await conn.executemany(
+                "UPDATE outbox SET attempt_started_at=?, first_attempt_at=COALESCE(first_attempt_at, ?)"
+                " WHERE id=? AND status='queued'",
+                [(now, now, item.outbox_id) for item in items],
+            )
+
+    async def release(self, items: Sequence[OutboxItem]) -> None:
+        """Clear claims whose request never left (nothing was sent): the rows are simply due again."""
+        if not items:
+            return
+        async with self._db.write() as conn:
+            await conn.executemany(
+                "UPDATE outbox SET attempt_started_at=NULL WHERE id=?", [(item.outbox_id,) for item in items]
+            )
+
+    async def recover_interrupted(self, *, quota_month: Callable[[float], str] | None = None) -> list[int]:
+        """Rows claimed by a previous run that died mid-request: count that attempt as maybe committed.
+
+        `quota_month(ts)` names the quota month of an attempt when the backend counts against a quota: such an
+        attempt may have used one task of it. Returns the ids of the rows concerned.
+        """
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT id, attempt_started_at FROM outbox WHERE attempt_started_at IS NOT NULL"
+            )
+            for row_id, started in rows:
+                await conn.execute(
+                    "UPDATE outbox SET attempt_started_at=NULL, maybe_committed=maybe_committed+1,"
+                    " maybe_committed_at=?, attempts=attempts+1, updated_at=?,"
+                    " last_error=CASE WHEN status='queued' THEN ? ELSE last_error END,"
+                    " last_status_code=CASE WHEN status='queued' THEN NULL ELSE last_status_code END,"
+                    " next_attempt_at=CASE WHEN status='queued' THEN ? ELSE next_attempt_at END"
+                    " WHERE id=?",
+                    (started, now, INTERRUPTED_ERROR, now, row_id),
+                )
+                if quota_month is not None:
+                    await _count_quota(conn, quota_month(started), uncertain=1)
+        return [int(r[0]) for r in rows]
+
+    async def mark_delivered(
+        self, item: OutboxItem, delivery: Delivery, *, backend: str, quota_month: str | None
+    ) -> None:
         now = self._clock.now()
         async with self._db.write() as conn:
             await conn.execute(
                 "UPDATE outbox SET status='delivered', attempts=attempts+1, delivered_at=?, delivered_by=?,"
-                " updated_at=?, last_status_code=?, last_error=NULL, last_details=NULL, last_request=?, remote_id=?"
-                " WHERE id=?",
-                (now, backend, now, delivery.status_code, _dumps(delivery.request), delivery.remote_id,
-                 item.outbox_id),
+                " updated_at=?, last_status_code=?, last_error=NULL, last_details=NULL, last_request=?,"
+                " remote_id=?, attempt_started_at=NULL WHERE id=?",
+                (
+                    now,
+                    backend,
+                    now,
+                    delivery.status_code,
+                    _dumps(delivery.request),
+                    delivery.remote_id,
+                    item.outbox_id,
+                ),
             )
             if quota_month is not None:
-                await conn.execute(
-                    "INSERT INTO quota_usage(month, used) VALUES (?, 1)"
-                    " ON CONFLICT(month) DO UPDATE SET used = used + 1",
-                    (quota_month,),
-                )
+                await _count_quota(conn, quota_month, delivered=1)
 
-    async def mark_retry(self, item: OutboxItem, delivery: Delivery, *, next_attempt_at: float,
-                         count_attempt: bool = True) -> None:
+    async def mark_retry(
+        self,
+        item: OutboxItem,
+        delivery: Delivery,
+        *,
+        next_attempt_at: float,
+        count_attempt: bool = True,
+        quota_month: str | None = None,
+    ) -> None:
+        """Keep the row queued for another attempt. A `maybe_committed` delivery is counted on the row and,
+        when `quota_month` is given, as an uncertain task of that month."""
         now = self._clock.now()
+        maybe = 1 if delivery.maybe_committed else 0
         async with self._db.write() as conn:
             await conn.execute(
                 "UPDATE outbox SET attempts=attempts+?, next_attempt_at=?, updated_at=?, last_status_code=?,"
-                " last_error=?, last_details=?, last_request=? WHERE id=? AND status='queued'",
-                (1 if count_attempt else 0, next_attempt_at, now, delivery.status_code, delivery.error,
-                 _dumps(delivery.details), _dumps(delivery.request), item.outbox_id),
+                " last_error=?, last_details=?, last_request=?, attempt_started_at=NULL,"
+                " maybe_committed=maybe_committed+?,"
+                " maybe_committed_at=CASE WHEN ? THEN ? ELSE maybe_committed_at END"
+                " WHERE id=? AND status='queued'",
+                (
+                    1 if count_attempt else 0,
+                    next_attempt_at,
+                    now,
+                    delivery.status_code,
+                    delivery.error,
+                    _dumps(delivery.details),
+                    _dumps(delivery.request),
+                    maybe,
+                    maybe,
+                    now,
+                    item.outbox_id,
+                ),
             )
+            if maybe and quota_month is not None:
+                await _count_quota(conn, quota_month, uncertain=1)
 
     async def mark_dead(self, item: OutboxItem, delivery: Delivery) -> None:
         now = self._clock.now()
         async with self._db.write() as conn:
             await conn.execute(
-                "UPDATE outbox SET status='dead', attempts=attempts+1, updated_at=?, last_status_code=?,"
-                " last_error=?, last_details=?, last_request=? WHERE id=?",
-                (now, delivery.status_code, delivery.error, _dumps(delivery.details), _dumps(delivery.request),
-                 item.outbox_id),
+                "UPDATE outbox SET status='dead', attempts=attempts+1, updated_at=?, dead_at=?,"
+                " last_status_code=?, last_error=?, last_details=?, last_request=?, attempt_started_at=NULL"
+                " WHERE id=?",
+                (
+                    now,
+                    now,
+                    delivery.status_code,
+                    delivery.error,
+                    _dumps(delivery.details),
+                    _dumps(delivery.request),
+                    item.outbox_id,
+                ),
             )
+
+    async def release_backoff(self, *, now: float) -> int:
+        """After an outage: every queued row waiting out a backoff is due now, so that the order is again
+        high priority first, then oldest first (not "whichever failed last")."""
+        async with self._db.write() as conn:
+            cur = await conn.execute(
+                "UPDATE outbox SET next_attempt_at=? WHERE status='queued' AND next_attempt_at > ?"
+                " AND attempt_started_at IS NULL",
+                (now, now),
+            )
+            return int(cur.rowcount or 0)
 
     # ------------------------------------------------------------------ operators (CLI) and status
 
@@ -236,25 +399,17 @@ class Outbox:
         row = await self._db.fetchone(_SELECT + " WHERE o.id = ?", (outbox_id,))
         return OutboxRow.from_row(row) if row else None
 
-    async def list(self, *, statuses: Sequence[str] | None = None, delivered_by: str | None = None,
-                   limit: int = 200) -> list[OutboxRow]:
-        sql, params = _SELECT + " WHERE 1=1", []
-        if statuses:
-            sql += f" AND o.status IN ({','.join('?' * len(statuses))})"
-            params.extend(statuses)
-        if delivered_by is not None:
-            sql += " AND o.delivered_by = ?"
-            params.append(delivered_by)
-        sql += " ORDER BY o.priority, o.created_at, o.id LIMIT ?"
-        params.append(limit)
-        return [OutboxRow.from_row(r) for r in await self._db.fetchall(sql, params)]
+    async def maybe_duplicated(self) -> list[OutboxRow]:
+        """Every row whose firing may have become more than one task (for the ledger, the reconciliation)."""
+        rows = await self._db.fetchall(_SELECT + " WHERE o.maybe_committed > 0 ORDER BY o.id")
+        return [OutboxRow.from_row(r) for r in rows]
 
     async def retry(self, outbox_id: int) -> bool:
-        """Put a dead (or queued) row back for an immediate attempt. False when no such row can be retried."""
+        """Put a dead, dropped (or queued) row back for an immediate attempt. False when it cannot be."""
         now = self._clock.now()
         async with self._db.write() as conn:
             cur = await conn.execute(
-                "UPDATE outbox SET status='queued', next_attempt_at=?, updated_at=? "
+                "UPDATE outbox SET status='queued', next_attempt_at=?, updated_at=?, dead_at=NULL "
                 "WHERE id=? AND status IN ('dead','queued','dropped')",
                 (now, now, outbox_id),
             )
@@ -278,15 +433,27 @@ class Outbox:
         out.update({r[0]: r[1] for r in rows})
         return out
 
-    async def quota_used(self, month: str) -> int:
-        row = await self._db.fetchone("SELECT used FROM quota_usage WHERE month = ?", (month,))
+    async def maybe_duplicated_count(self) -> int:
+        row = await self._db.fetchone("SELECT COUNT(*) FROM outbox WHERE maybe_committed > 0")
         return int(row[0]) if row else 0
 
+    async def quota_usage(self, month: str) -> QuotaUsage:
+        row = await self._db.fetchone("SELECT used, uncertain FROM quota_usage WHERE month = ?", (month,))
+        return QuotaUsage(int(row[0]), int(row[1])) if row else QuotaUsage()
+
+    async def quota_used(self, month: str) -> int:
+        """Tasks of `month` counted against the quota: delivered + uncertain (a lost answer may hide one)."""
+        return (await self.quota_usage(month)).total
+
     async def prune_delivered(self, *, older_than: float) -> int:
-        """Delete delivered outbox rows (their firings stay) delivered before `older_than`."""
+        """Delete delivered outbox rows (their firings stay) delivered before `older_than`.
+
+        Rows that may have made a duplicate task are kept: the reconciliation still needs them.
+        """
         async with self._db.write() as conn:
             cur = await conn.execute(
-                "DELETE FROM outbox WHERE status='delivered' AND delivered_at < ?", (older_than,)
+                "DELETE FROM outbox WHERE status='delivered' AND delivered_at < ? AND maybe_committed = 0",
+                (older_than,),
             )
             return int(cur.rowcount or 0)
 
@@ -294,9 +461,41 @@ class Outbox:
         rows = await self._db.fetchall("SELECT status, COUNT(*) FROM firings GROUP BY status")
         return {r[0]: r[1] for r in rows}
 
+    # `list` last: below it, the name would shadow the builtin in annotations
+    async def list(
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        delivered_by: str | None = None,
+        maybe_duplicated: bool = False,
+        limit: int = 200,
+    ) -> list[OutboxRow]:
+        sql = _SELECT + " WHERE 1=1"
+        params: list[Any] = []
+        if statuses:
+            sql += f" AND o.status IN ({','.join('?' * len(statuses))})"
+            params.extend(statuses)
+        if delivered_by is not None:
+            sql += " AND o.delivered_by = ?"
+            params.append(delivered_by)
+        if maybe_duplicated:
+            sql += " AND o.maybe_committed > 0"
+        sql += " ORDER BY o.priority, o.created_at, o.id LIMIT ?"
+        params.append(limit)
+        return [OutboxRow.from_row(r) for r in await self._db.fetchall(sql, params)]
+
 
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)
+
+
+async def _count_quota(conn: Any, month: str, *, delivered: int = 0, uncertain: int = 0) -> None:
+    await conn.execute(
+        "INSERT INTO quota_usage(month, used, uncertain) VALUES (?, ?, ?)"
+        " ON CONFLICT(month) DO UPDATE SET used = used + excluded.used,"
+        " uncertain = uncertain + excluded.uncertain",
+        (month, delivered, uncertain),
+    )
 
 
 async def _save_rule_states(conn: Any, states: Mapping[str, Any], now: float) -> None:
