@@ -97,12 +97,22 @@ class Gateway:
         cfg = self.config
         self.store = await Store.open(cfg.state_dir, gateway_id=cfg.gateway.id, clock=self.clock)
         self.engine = Engine(self.rules, gateway_id=cfg.gateway.id, state=await self.store.rules.load())
-        self.backend = build_backend(cfg.cmms, gateway_id=cfg.gateway.id, timezone=cfg.gateway.timezone,
-                                     clock=self.clock, transport=self.backend_transport)
+        self.backend = build_backend(
+            cfg.cmms,
+            gateway_id=cfg.gateway.id,
+            timezone=cfg.gateway.timezone,
+            clock=self.clock,
+            transport=self.backend_transport,
+        )
         self.network = await self._start_backend(self.backend)
         self.dispatcher = Dispatcher(
-            self.store, self.backend, settings=cfg.dispatcher, quota=cfg.cmms.quota, timezone=self.timezone,
-            clock=self.clock, on_delivery=self._delivered,
+            self.store,
+            self.backend,
+            settings=cfg.dispatcher,
+            quota=cfg.cmms.quota,
+            timezone=self.timezone,
+            clock=self.clock,
+            on_delivery=self._delivered,
         )
         self._start_sources()
         self._tasks += [
@@ -111,8 +121,15 @@ class Gateway:
             asyncio.create_task(self._periodic(), name="periodic"),
         ]
         await self._start_http()
-        log.info("mw-gateway %s started: gateway %s, %d sources, %d rules, CMMS %s, state %s", __version__,
-                 cfg.gateway.id, len(self.sources), len(self.rules.rules), cfg.cmms.kind, self.store.path)
+        log.info(
+            "mw-gateway %s started: gateway %s, %d sources, %d rules, CMMS %s, state %s",
+            __version__,
+            cfg.gateway.id,
+            len(self.sources),
+            len(self.rules.rules),
+            cfg.cmms.kind,
+            self.store.path,
+        )
         notify("READY=1\nSTATUS=running")
 
     @property
@@ -127,8 +144,12 @@ class Gateway:
             log.error("CMMS %s: %s", backend.kind, exc)
             return NetworkInfo()
         if info.timezone:
-            log.info("CMMS network %s (timezone %s, currency %s)", info.name or info.network_id or "?",
-                     info.timezone, info.currency or "?")
+            log.info(
+                "CMMS network %s (timezone %s, currency %s)",
+                info.name or info.network_id or "?",
+                info.timezone,
+                info.currency or "?",
+            )
         return info
 
     def _start_sources(self) -> None:
@@ -161,8 +182,9 @@ class Gateway:
         ssl: dict[str, Any] = {}
         if http.tls_certificate and http.tls_key:
             ssl = {"ssl_certfile": http.tls_certificate, "ssl_keyfile": http.tls_key}
-        server_config = uvicorn.Config(app, host=http.host, port=http.port, log_config=None, access_log=False,
-                                       lifespan="off", **ssl)
+        server_config = uvicorn.Config(
+            app, host=http.host, port=http.port, log_config=None, access_log=False, lifespan="off", **ssl
+        )
         self._http_server = uvicorn.Server(server_config)
         self._http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._tasks.append(asyncio.create_task(self._http_server.serve(), name="http"))
@@ -170,8 +192,11 @@ class Gateway:
             if self._http_server.started:
                 break
             await asyncio.sleep(0.01)
-        log.info("HTTP on %s://%s (status page, /metrics, /healthz, webhooks)", "https" if ssl else "http",
-                 http.listen)
+        log.info(
+            "HTTP on %s://%s (status page, /metrics, /healthz, webhooks)",
+            "https" if ssl else "http",
+            http.listen,
+        )
 
     # ------------------------------------------------------------------ the sample path
 
@@ -201,9 +226,14 @@ class Gateway:
         results = await self.store.outbox.record_firings(firings, rule_states=self.engine.take_dirty_state())
         for firing, result in zip(firings, results, strict=True):
             self.firings_out += 1
-            log.info("rule %s fired (%s): %s -> %s%s", firing.rule_id, firing.key, firing.task.description[:80],
-                     result.status.value, f" (task of firing {result.suppressed_by} still open)"
-                     if result.suppressed_by else "")
+            log.info(
+                "rule %s fired (%s): %s -> %s%s",
+                firing.rule_id,
+                firing.key,
+                firing.task.description[:80],
+                result.status.value,
+                f" (task of firing {result.suppressed_by} still open)" if result.suppressed_by else "",
+            )
             for listener in self.listeners:
                 listener("firing", (firing, result))
         self.dispatcher.wake()
@@ -265,9 +295,13 @@ class Gateway:
         self.rules = rules
         if config.cmms != self.config.cmms:
             old = self.backend
-            self.backend = build_backend(config.cmms, gateway_id=config.gateway.id,
-                                         timezone=config.gateway.timezone, clock=self.clock,
-                                         transport=self.backend_transport)
+            self.backend = build_backend(
+                config.cmms,
+                gateway_id=config.gateway.id,
+                timezone=config.gateway.timezone,
+                clock=self.clock,
+                transport=self.backend_transport,
+            )
             self.network = await self._start_backend(self.backend)
             self.dispatcher.set_backend(self.backend, quota=config.cmms.quota)
             await old.aclose()
@@ -346,17 +380,22 @@ async def serve(gateway: Gateway, *, until: Awaitable[Any] | None = None) -> Non
     """Start, install signal handlers, run until SIGTERM/SIGINT (or `until` completes), then drain."""
     loop = asyncio.get_running_loop()
     installed = []
-    for sig, handler in ((signal.SIGTERM, gateway.request_stop), (signal.SIGINT, gateway.request_stop),
-                         (signal.SIGHUP, gateway.request_reload)):
+    for sig, handler in (
+        (signal.SIGTERM, gateway.request_stop),
+        (signal.SIGINT, gateway.request_stop),
+        (signal.SIGHUP, gateway.request_reload),
+    ):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, handler)
             installed.append(sig)
     await gateway.start()
     watcher = None
     if until is not None:
+
         async def _until() -> None:
             await until
             gateway.request_stop()
+
         watcher = asyncio.ensure_future(_until())
     try:
         await gateway.wait()

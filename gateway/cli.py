@@ -23,8 +23,11 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mw-gateway", description="Shop-floor edge gateway: machine signals "
-                                     "-> maintenance rules -> CMMS tasks.", epilog=EPILOG)
+    parser = argparse.ArgumentParser(
+        prog="mw-gateway",
+        description="Shop-floor edge gateway: machine signals -> maintenance rules -> CMMS tasks.",
+        epilog=EPILOG,
+    )
     parser.add_argument("--version", action="version", version=f"mw-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -44,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", default="list", choices=["list", "show", "retry", "drop"])
     p.add_argument("id", nargs="?", type=int, help="outbox row id (show, retry, drop)")
     p.add_argument("--status", action="append", help="list only rows in this status (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="list the shadow tasks recorded by the dry_run backend")
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the shadow tasks recorded by the dry_run backend"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--limit", type=int, default=200)
     p = sub.add_parser("reconcile", help="firings -> tasks -> spare-part consumption, with discrepancies")
@@ -154,8 +159,9 @@ async def cmd_outbox(args: argparse.Namespace) -> int:
     store = await Store.open(config.state_dir, gateway_id=config.gateway.id)
     try:
         if args.action == "list":
-            rows = await store.outbox.list(statuses=args.status, limit=args.limit,
-                                           delivered_by="dry_run" if args.dry_run else None)
+            rows = await store.outbox.list(
+                statuses=args.status, limit=args.limit, delivered_by="dry_run" if args.dry_run else None
+            )
             if args.json:
                 print(json.dumps([_row_json(r) for r in rows], indent=2, default=str))
                 return 0
@@ -164,7 +170,9 @@ async def cmd_outbox(args: argparse.Namespace) -> int:
             print("\n" + "  ".join(f"{k}: {v}" for k, v in counts.items()))
             return 0
         if args.id is None:
-            print(f"mw-gateway outbox {args.action} needs an ID (see `mw-gateway outbox list`)", file=sys.stderr)
+            print(
+                f"mw-gateway outbox {args.action} needs an ID (see `mw-gateway outbox list`)", file=sys.stderr
+            )
             return 2
         if args.action == "show":
             row = await store.outbox.get(args.id)
@@ -178,13 +186,19 @@ async def cmd_outbox(args: argparse.Namespace) -> int:
             return 0
         if args.action == "retry":
             ok = await store.outbox.retry(args.id)
-            print(f"outbox row {args.id} queued for an immediate attempt" if ok
-                  else f"outbox row {args.id} cannot be retried (unknown or already delivered)")
+            print(
+                f"outbox row {args.id} queued for an immediate attempt"
+                if ok
+                else f"outbox row {args.id} cannot be retried (unknown or already delivered)"
+            )
             return 0 if ok else 1
         if args.action == "drop":
             ok = await store.outbox.drop(args.id)
-            print(f"outbox row {args.id} dropped (kept for the record, never sent)" if ok
-                  else f"outbox row {args.id} cannot be dropped (unknown, delivered or dropped)")
+            print(
+                f"outbox row {args.id} dropped (kept for the record, never sent)"
+                if ok
+                else f"outbox row {args.id} cannot be dropped (unknown, delivered or dropped)"
+            )
             return 0 if ok else 1
     finally:
         await store.close()
@@ -193,11 +207,21 @@ async def cmd_outbox(args: argparse.Namespace) -> int:
 
 def _row_json(row: Any) -> dict[str, Any]:
     return {
-        "id": row.id, "status": row.status.value, "rule": row.rule_id, "firing": row.firing_uuid,
-        "key": row.firing_key, "priority": row.priority, "attempts": row.attempts,
-        "next_attempt_at": row.next_attempt_at, "created_at": row.created_at, "delivered_at": row.delivered_at,
-        "delivered_by": row.delivered_by, "last_status_code": row.last_status_code, "last_error": row.last_error,
-        "last_details": row.last_details, "request": row.last_request,
+        "id": row.id,
+        "status": row.status.value,
+        "rule": row.rule_id,
+        "firing": row.firing_uuid,
+        "key": row.firing_key,
+        "priority": row.priority,
+        "attempts": row.attempts,
+        "next_attempt_at": row.next_attempt_at,
+        "created_at": row.created_at,
+        "delivered_at": row.delivered_at,
+        "delivered_by": row.delivered_by,
+        "last_status_code": row.last_status_code,
+        "last_error": row.last_error,
+        "last_details": row.last_details,
+        "request": row.last_request,
         "task": row.firing.to_json()["task"],
     }
 
@@ -208,8 +232,9 @@ def _print_outbox_table(rows: Sequence[Any]) -> None:
     for r in rows:
         status = "retrying" if r.status.value == "queued" and r.attempts else r.status.value
         nxt = _fmt_ts(r.next_attempt_at) if r.status.value == "queued" else "-"
-        table.append((str(r.id), status, r.rule_id, r.priority, str(r.attempts), nxt,
-                      (r.last_error or "")[:60]))
+        table.append(
+            (str(r.id), status, r.rule_id, r.priority, str(r.attempts), nxt, (r.last_error or "")[:60])
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -220,7 +245,8 @@ def _print_outbox_table(rows: Sequence[Any]) -> None:
 def explain_row(row: Any) -> str:
     """A dead letter explained field by field, with the server's own words."""
     lines = [
-        f"outbox row {row.id}: {row.status.value}" + (f" after {row.attempts} attempt(s)" if row.attempts else ""),
+        f"outbox row {row.id}: {row.status.value}"
+        + (f" after {row.attempts} attempt(s)" if row.attempts else ""),
         f"  rule:      {row.rule_id}   priority: {row.priority}",
         f"  firing:    {row.firing_uuid}   key: {row.firing_key}",
         f"  created:   {_fmt_ts(row.created_at)}   updated: {_fmt_ts(row.updated_at)}",
@@ -233,7 +259,9 @@ def explain_row(row: Any) -> str:
         lines.append(f"  last error: {row.last_error}")
     details = row.last_details
     if isinstance(details, dict):
-        ext = details.get("extended_message") if isinstance(details.get("extended_message"), dict) else details
+        ext = (
+            details.get("extended_message") if isinstance(details.get("extended_message"), dict) else details
+        )
         prop = ext.get("property_errors") if isinstance(ext, dict) else None
         glob = ext.get("global_errors") if isinstance(ext, dict) else None
         if prop:
@@ -256,10 +284,14 @@ def explain_row(row: Any) -> str:
         lines.append(f"  server said: {details}")
     if row.last_request:
         lines.append("  request sent:")
-        lines.extend("    " + line for line in json.dumps(row.last_request, indent=2, default=str).splitlines())
+        lines.extend(
+            "    " + line for line in json.dumps(row.last_request, indent=2, default=str).splitlines()
+        )
     if row.status.value == "dead":
-        lines.append(f"  fix the rule or the CMMS data, then: mw-gateway outbox retry {row.id}"
-                     f"  (or drop it: mw-gateway outbox drop {row.id})")
+        lines.append(
+            f"  fix the rule or the CMMS data, then: mw-gateway outbox retry {row.id}"
+            f"  (or drop it: mw-gateway outbox drop {row.id})"
+        )
     return "\n".join(lines)
 
 

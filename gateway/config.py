@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -58,7 +58,9 @@ class GatewaySection(_Strict):
             try:
                 ZoneInfo(value)
             except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown timezone {value!r}: write an IANA name such as Europe/Paris") from None
+                raise ValueError(
+                    f"unknown timezone {value!r}: write an IANA name such as Europe/Paris"
+                ) from None
         return value
 
 
@@ -135,7 +137,12 @@ class DispatcherSection(_Strict):
     idle_poll: float = 1.0
 
     _d = field_validator(
-        "retry_initial", "retry_max", "pause_probe_interval", "delivered_retention", "idle_poll", mode="before"
+        "retry_initial",
+        "retry_max",
+        "pause_probe_interval",
+        "delivered_retention",
+        "idle_poll",
+        mode="before",
     )(_duration)
 
 
@@ -228,7 +235,10 @@ def _model_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
     from gateway.sources import schema as src_schema
 
     sections: dict[str, type[BaseModel]] = {
-        "gateway": GatewaySection, "http": HttpSection, "dispatcher": DispatcherSection, "logging": LoggingSection,
+        "gateway": GatewaySection,
+        "http": HttpSection,
+        "dispatcher": DispatcherSection,
+        "logging": LoggingSection,
     }
     if not parent:
         return Config
@@ -237,8 +247,10 @@ def _model_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
         return sections[head]
     if head == "cmms" and len(parent) == 2:
         kinds: dict[str, type[BaseModel]] = {
-            "mobility_work": cmms_schema.MobilityWorkConfig, "amage": cmms_schema.AmageConfig,
-            "servitly": cmms_schema.ServitlyConfig, "dry_run": cmms_schema.DryRunConfig,
+            "mobility_work": cmms_schema.MobilityWorkConfig,
+            "amage": cmms_schema.AmageConfig,
+            "servitly": cmms_schema.ServitlyConfig,
+            "dry_run": cmms_schema.DryRunConfig,
         }
         return kinds.get(str(parent[1]))
     if head == "cmms" and len(parent) == 3 and parent[2] == "http":
@@ -259,20 +271,23 @@ def _model_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The location as the user wrote it: drop pydantic's union tags (the discriminator values `mobility_work`,
-    `modbus`, and member names like 'str' or 'function-after[...]')."""
+    """The location as the user wrote it: drop pydantic's union tags (the discriminator values
+    `mobility_work`, `modbus`, and member names like 'str' or 'function-after[...]')."""
     parts = list(loc)
     if len(parts) > 1 and parts[0] == "cmms" and parts[1] in _CMMS_KINDS:
         del parts[1]
     if len(parts) > 2 and parts[0] == "sources" and parts[2] in _PROTOCOLS:
         del parts[2]
     return tuple(
-        p for p in parts
+        p
+        for p in parts
         if not (isinstance(p, str) and ("[" in p or p in {"str", "int", "float", "bool"} or p[:1].isupper()))
     )
 
 
-def problems_from_validation(doc: YamlDoc, exc: ValidationError, *, prefix: tuple[Any, ...] = ()) -> list[Problem]:
+def problems_from_validation(
+    doc: YamlDoc, exc: ValidationError, *, prefix: tuple[Any, ...] = ()
+) -> list[Problem]:
     """Turn pydantic errors into located problems, with a "did you mean" for unknown keys."""
     out: list[Problem] = []
     seen: set[tuple[Any, ...]] = set()
@@ -292,7 +307,8 @@ def problems_from_validation(doc: YamlDoc, exc: ValidationError, *, prefix: tupl
             ctx = err.get("ctx", {})
             msg = (
                 f"{ctx.get('discriminator', 'kind')} must be one of {ctx.get('expected_tags', '?')}"
-                if kind == "union_tag_invalid" else f"missing {ctx.get('discriminator', 'kind')}:"
+                if kind == "union_tag_invalid"
+                else f"missing {ctx.get('discriminator', 'kind')}:"
             )
             out.append(doc.problem(clean, msg.replace("'", "")))
             continue
@@ -316,14 +332,22 @@ def _check_names(doc: YamlDoc, data: Mapping[str, Any]) -> list[Problem]:
     if isinstance(sources, Mapping):
         for name, src in sources.items():
             if not _NAME.match(str(name)):
-                out.append(doc.problem(("sources", name), f"source name {name!r}: use letters, digits, _ and -",
-                                       key=True))
+                out.append(
+                    doc.problem(
+                        ("sources", name), f"source name {name!r}: use letters, digits, _ and -", key=True
+                    )
+                )
             signals = src.get("signals") if isinstance(src, Mapping) else None
             if isinstance(signals, Mapping):
                 for sig in signals:
                     if not re.match(r"^[A-Za-z_+#][A-Za-z0-9_+#.-]*$", str(sig)):
-                        out.append(doc.problem(("sources", name, "signals", sig),
-                                               f"signal name {sig!r}: use letters, digits, _, - and .", key=True))
+                        out.append(
+                            doc.problem(
+                                ("sources", name, "signals", sig),
+                                f"signal name {sig!r}: use letters, digits, _, - and .",
+                                key=True,
+                            )
+                        )
     return out
 
 
@@ -339,7 +363,9 @@ def load_config(
     if problems and doc.data is None:
         raise ConfigError(problems)
     if not isinstance(doc.data, Mapping):
-        raise ConfigError([*problems, Problem(doc.file, 1, 1, "the top level must be a mapping (gateway:, cmms:, ...)")])
+        raise ConfigError(
+            [*problems, Problem(doc.file, 1, 1, "the top level must be a mapping (gateway:, cmms:, ...)")]
+        )
     problems.extend(_check_names(doc, doc.data))
     try:
         config = Config.model_validate({**doc.data, "path": path})

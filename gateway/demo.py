@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import shutil
 import socket
@@ -61,33 +60,61 @@ async def _show_signals(gw: Gateway, say: Callable[[str], None], every_s: float 
             if s is not None:
                 parts.append(f"{name}={_fmt(s.value) if s.quality.value == 'good' else 'BAD'}")
         counts = await gw.store.outbox.counts()
-        say("signals: " + "  ".join(parts) + f"   | outbox: {counts['queued']} queued, "
-            f"{counts['delivered']} delivered, {counts['dead']} dead")
+        say(
+            "signals: " + "  ".join(parts) + f"   | outbox: {counts['queued']} queued, "
+            f"{counts['delivered']} delivered, {counts['dead']} dead"
+        )
 
 
 async def _play_technician(sim: Any, say: Callable[[str], None]) -> None:
-    """Act as the technician in the CMMS: start each new task, consume its parts, complete it. The simulator
-    sends the matching signed webhooks back to the gateway, and the reconciliation fills in."""
+    """Act as the technician in the CMMS: start each new task, report an activity, consume its parts,
+    complete it. The simulator sends the matching signed webhooks back to the gateway, and the reconciliation
+    fills in."""
     handled: set[str] = set()
     while True:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
         for task in list(sim.state.tasks):
-            task_id = str(task.id)
-            if task_id in handled:
+            if task.id in handled:
                 continue
-            handled.add(task_id)
+            handled.add(task.id)
             description = task.body.get("description", "")
-            say(f"Mobility Work simulator received task {task_id}: {description!r} "
-                f"(metadata {task.body.get('metadata')})")
+            say(
+                f"Mobility Work simulator received task {task.id}: {description!r}, "
+                f"metadata {task.metadata} (webhook TaskWasScheduled sent back)"
+            )
             await asyncio.sleep(2.0)
-            await sim.send_task_event(task_id, "TaskWasStarted")
-            say(f"technician started task {task_id} (webhook TaskWasStarted sent to the gateway)")
-            if "Lubricate" in description:
-                await sim.send_consumption(task_id, article="LUBE-5L", quantity=1)
-                say(f"technician consumed 1 x LUBE-5L on task {task_id} (webhook SparePartWasConsumed)")
+            await _webhook(sim, say, "TaskWasStarted", f"technician started task {task.id}", task_id=task.id)
+            await _webhook(
+                sim,
+                say,
+                "ActivityWasAddedOnTask",
+                f"technician reported 30 min on task {task.id}",
+                task_id=task.id,
+                minutes=30,
+                description="lubrication done",
+            )
+            for part in task.metadata.get("expected_parts", []) or (
+                [{"article": "LUBE-5L", "quantity": 1}] if "Lubricate" in description else []
+            ):
+                await _webhook(
+                    sim,
+                    say,
+                    "SparePartWasConsumed",
+                    f"technician consumed {part['quantity']} x {part['article']} on task {task.id}",
+                    task_id=task.id,
+                    article=part["article"],
+                    quantity=part["quantity"],
+                )
             await asyncio.sleep(1.0)
-            await sim.send_task_event(task_id, "TaskWasCompleted")
-            say(f"technician completed task {task_id} (webhook TaskWasCompleted)")
+            await _webhook(
+                sim, say, "TaskWasCompleted", f"technician completed task {task.id}", task_id=task.id
+            )
+
+
+async def _webhook(sim: Any, say: Callable[[str], None], event: str, what: str, **params: Any) -> None:
+    delivery = await sim.send_webhook(event, **params)
+    answer = f"HTTP {delivery.status}" if delivery.status else f"failed: {delivery.error}"
+    say(f"{what} -> webhook {event} to the gateway: {answer}")
 
 
 async def demo_main(*, seconds: float | None, port: int | None, speed: float | None) -> int:
@@ -98,9 +125,7 @@ async def demo_main(*, seconds: float | None, port: int | None, speed: float | N
     say = narrator.say
     workdir = Path(tempfile.mkdtemp(prefix="mw-gateway-demo-"))
     rules_dir = workdir / "rules"
-    shutil.copytree(str(resources.files("gateway.demo") / "rules"), rules_dir)
-    config_path = workdir / "gateway.yaml"
-    config_path.write_text((resources.files("gateway.demo") / "gateway.yaml").read_text(encoding="utf-8"))
+    shutil.copytree(str(resources.files("gateway") / "demo_data" / "rules"), rules_dir)
     http_port = port or _free_port()
     api_key = "demo-" + secrets.token_hex(8)
     webhook_secret = secrets.token_hex(16)
@@ -108,14 +133,29 @@ async def demo_main(*, seconds: float | None, port: int | None, speed: float | N
 
     async with (
         run_modbus_press(host="127.0.0.1", port=0, speed=speed or DEMO_SPEED) as plc,
-        run_mobility_work_sim(host="127.0.0.1", port=0, api_key=api_key, webhook_url=webhook_url,
-                              webhook_secret=webhook_secret, network_timezone="Europe/Paris") as sim,
+        run_mobility_work_sim(
+            host="127.0.0.1",
+            port=0,
+            api_key=api_key,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            network_timezone="Europe/Paris",
+        ) as sim,
     ):
-        os.environ.update({
-            "DEMO_STATE_DIR": str(workdir / "state"), "DEMO_RULES_DIR": str(rules_dir),
-            "DEMO_MW_URL": sim.url, "DEMO_MW_API_KEY": api_key, "DEMO_HTTP_PORT": str(http_port),
-            "DEMO_WEBHOOK_SECRET": webhook_secret, "DEMO_PLC_PORT": str(plc.port),
-        })
+        values = {
+            "DEMO_STATE_DIR": str(workdir / "state"),
+            "DEMO_RULES_DIR": str(rules_dir),
+            "DEMO_MW_URL": sim.url,
+            "DEMO_MW_API_KEY": api_key,
+            "DEMO_HTTP_PORT": str(http_port),
+            "DEMO_WEBHOOK_SECRET": webhook_secret,
+            "DEMO_PLC_PORT": str(plc.port),
+        }
+        text = (resources.files("gateway") / "demo_data" / "gateway.yaml").read_text(encoding="utf-8")
+        for name, value in values.items():
+            text = text.replace("${" + name + "}", value)
+        config_path = workdir / "gateway.yaml"
+        config_path.write_text(text, encoding="utf-8")
         config, rules = load_all(config_path)
         setup_logging(fmt="text", level="WARNING", secrets=config.secrets())
         gw = Gateway(config, rules)
@@ -126,20 +166,23 @@ async def demo_main(*, seconds: float | None, port: int | None, speed: float | N
                 say(f"rule {firing.rule_id} FIRED: {firing.task.description!r} -> {result.status.value}")
             elif kind == "delivery":
                 item, delivery = payload
-                say(f"outbox row {item.outbox_id} ({item.firing.rule_id}) -> Mobility Work: "
-                    f"{delivery.outcome.value}{' HTTP ' + str(delivery.status_code) if delivery.status_code else ''}")
+                code = f" HTTP {delivery.status_code}" if delivery.status_code else ""
+                say(
+                    f"outbox row {item.outbox_id} ({item.firing.rule_id}) -> Mobility Work: "
+                    f"{delivery.outcome.value}{code}"
+                )
 
         gw.listeners.append(on_event)
         print(
-            "\nmw-gateway demo: a simulated press and pump (Modbus TCP on 127.0.0.1:%d, machine time x%g),\n"
-            "a local Mobility Work simulator (%s) and the gateway, all on this machine.\n\n"
-            "  status page:     http://127.0.0.1:%d/\n"
-            "  status as JSON:  http://127.0.0.1:%d/api/status\n"
-            "  reconciliation:  http://127.0.0.1:%d/api/reconciliation\n"
-            "  config and rules used: %s\n\n"
-            "Rules: lubricate press 1 every 2,000 strokes (about every 35 s here); a task when press 1 runs\n"
-            "above 85 °C for 3 s. Stop with Ctrl-C.\n"
-            % (plc.port, speed or DEMO_SPEED, sim.url, http_port, http_port, http_port, workdir),
+            "\nmw-gateway demo: a simulated press and pump "
+            f"(Modbus TCP on 127.0.0.1:{plc.port}, machine time x{speed or DEMO_SPEED:g}),\n"
+            f"a local Mobility Work simulator ({sim.url}) and the gateway, all on this machine.\n\n"
+            f"  status page:     http://127.0.0.1:{http_port}/\n"
+            f"  status as JSON:  http://127.0.0.1:{http_port}/api/status\n"
+            f"  reconciliation:  http://127.0.0.1:{http_port}/api/reconciliation\n"
+            f"  config and rules used: {workdir}\n\n"
+            "Rules: lubricate press 1 every 1,000 strokes (about every 17 s here); a task when press 1 runs\n"
+            "above 85 °C for 3 s. Stop with Ctrl-C.\n",
             flush=True,
         )
         helpers: list[asyncio.Task[Any]] = []
@@ -157,9 +200,26 @@ async def demo_main(*, seconds: float | None, port: int | None, speed: float | N
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-        counts_line = f"the simulator received {len(sim.state.tasks)} task(s)"
-        print(f"\ndemo stopped: {counts_line}. State kept in {workdir / 'state'}.", flush=True)
+        await _print_reconciliation(config)
+        print(
+            f"\ndemo stopped: the simulator received {len(sim.state.tasks)} task(s). Config, rules and state "
+            f"are kept in {workdir}; look again with:\n  mw-gateway reconcile -c {config_path}\n"
+            f"  mw-gateway outbox list -c {config_path}",
+            flush=True,
+        )
     return 0
+
+
+async def _print_reconciliation(config: Any) -> None:
+    from gateway.reconcile import build_report, render
+    from gateway.store import Store
+
+    store = await Store.open(config.state_dir, gateway_id=config.gateway.id)
+    try:
+        report = await build_report(store)
+    finally:
+        await store.close()
+    print("\nreconciliation (firings -> tasks -> spare parts):\n" + render(report, "table"), flush=True)
 
 
 def run_demo(*, seconds: float | None = None, port: int | None = None, speed: float | None = None) -> int:

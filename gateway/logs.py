@@ -46,7 +46,7 @@ class LogfmtFormatter(logging.Formatter):
         if record.exc_text or record.exc_info:
             msg += " | " + (record.exc_text or self.formatException(record.exc_info)).replace("\n", " | ")  # type: ignore[arg-type]
         quoted = json.dumps(msg, ensure_ascii=False)
-        return f'ts={ts}Z level={record.levelname.lower()} logger={record.name} msg={quoted}'
+        return f"ts={ts}Z level={record.levelname.lower()} logger={record.name} msg={quoted}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -65,8 +65,9 @@ class JsonFormatter(logging.Formatter):
 _redactor = RedactSecrets()
 
 
-def setup_logging(*, fmt: str = "text", level: str = "INFO", secrets: Iterable[str] = (),
-                  stream: TextIO | None = None) -> RedactSecrets:
+def setup_logging(
+    *, fmt: str = "text", level: str = "INFO", secrets: Iterable[str] = (), stream: TextIO | None = None
+) -> RedactSecrets:
     """Configure the root logger once; later calls update the format, level and secrets."""
     _redactor.update(secrets)
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -75,7 +76,9 @@ def setup_logging(*, fmt: str = "text", level: str = "INFO", secrets: Iterable[s
     elif fmt == "logfmt":
         handler.setFormatter(LogfmtFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
     handler.addFilter(_redactor)
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -72,16 +72,24 @@ class _Builder:
                 key = self.loader.construct_object(key_node, deep=True)
                 if not isinstance(key, str | int | float | bool):
                     self.doc.problems.append(
-                        Problem(self.doc.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
-                                "a mapping key must be a plain name")
+                        Problem(
+                            self.doc.file,
+                            key_node.start_mark.line + 1,
+                            key_node.start_mark.column + 1,
+                            "a mapping key must be a plain name",
+                        )
                     )
                     continue
                 if isinstance(key, bool | float):
                     key = str(key).lower() if isinstance(key, bool) else str(key)
                 if key in out:
                     self.doc.problems.append(
-                        Problem(self.doc.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
-                                f"duplicate key {key!r}: the later value would silently win; keep one")
+                        Problem(
+                            self.doc.file,
+                            key_node.start_mark.line + 1,
+                            key_node.start_mark.column + 1,
+                            f"duplicate key {key!r}: the later value would silently win; keep one",
+                        )
                     )
                 child = (*path, key)
                 self.doc.key_marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
@@ -92,10 +100,13 @@ class _Builder:
         assert isinstance(node, ScalarNode)
         if self.interpolate is not None and node.tag == "tag:yaml.org,2002:str" and "${" in node.value:
             text = self.interpolate(node.value, node)
-            # Re-resolve the type after substitution only for plain (unquoted) scalars: `port: ${PORT}` is an int.
+            # Re-resolve the type after substitution only for plain (unquoted) scalars: `port: ${PORT}` is an
+            # int.
             if node.style is None:
                 resolved_tag = self.loader.resolve(ScalarNode, text, (True, False))
-                return self.loader.construct_object(ScalarNode(resolved_tag, text, node.start_mark, node.end_mark))
+                return self.loader.construct_object(
+                    ScalarNode(resolved_tag, text, node.start_mark, node.end_mark)
+                )
             return text
         return self.loader.construct_object(node, deep=True)
 
@@ -132,9 +143,13 @@ def load_yaml(
             if default is not None:
                 return default
             doc.problems.append(
-                Problem(name, node.start_mark.line + 1, node.start_mark.column + 1 + match.start(),
-                        f"environment variable {var} is not set: export it (under systemd, put it in "
-                        f"/etc/mw-gateway/env) or write ${{{var}:-default}}")
+                Problem(
+                    name,
+                    node.start_mark.line + 1,
+                    node.start_mark.column + 1 + match.start(),
+                    f"environment variable {var} is not set: export it (under systemd, put it in "
+                    f"/etc/mw-gateway/env) or write ${{{var}:-default}}",
+                )
             )
             return match.group(0)  # left as written, so that no second error is reported for the same value
 

@@ -18,7 +18,10 @@ GOOD_RULES = """\
 def run_check(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", "check", "-c", str(config)],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **(env or {})}, timeout=60,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        timeout=60,
     )
 
 

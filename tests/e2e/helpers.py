@@ -17,17 +17,29 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_config(tmp: Path, *, mw_url: str, api_key: str, http_port: int, plc_port: int,
-                 rules: str, extra: str = "", cmms: str | None = None) -> Path:
+def write_config(
+    tmp: Path,
+    *,
+    mw_url: str,
+    api_key: str,
+    http_port: int,
+    plc_port: int,
+    rules: str,
+    extra: str = "",
+    cmms: str | None = None,
+) -> Path:
     (tmp / "rules").mkdir(exist_ok=True)
     (tmp / "rules" / "rules.yaml").write_text(rules)
-    cmms_block = cmms or f"""cmms:
+    cmms_block = (
+        cmms
+        or f"""cmms:
   kind: mobility_work
   url: {mw_url}
   api_key: ${{MW_API_KEY}}
   plan: premium
   network_name: Test Factory
 """
+    )
     config = tmp / "gateway.yaml"
     config.write_text(f"""gateway:
   id: e2e-line
@@ -68,7 +80,10 @@ class GatewayProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.config)],
-            cwd=self.config.parent, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.config.parent,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     @property
@@ -104,8 +119,12 @@ class GatewayProcess:
         self.stop(signal.SIGKILL)
 
 
-async def wait_for(predicate: Callable[[], Any] | Callable[[], Awaitable[Any]], *, timeout_s: float = 20.0,
-                   what: str = "condition") -> Any:
+async def wait_for(
+    predicate: Callable[[], Any] | Callable[[], Awaitable[Any]],
+    *,
+    timeout_s: float = 20.0,
+    what: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         result = predicate()
