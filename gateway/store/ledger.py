@@ -304,6 +304,25 @@ class Ledger:
                 closed.append(result)
         return closed
 
+    async def prune_events(self, *, older_than: float) -> int:
+        """Retention (gateway/retention.py): raw webhook events received before `older_than` go. Events the
+        ledger still points at (consumptions, activities) keep their row, without the raw body. Tasks,
+        consumptions and stock levels are history: they stay. Returns how many events were pruned."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            await conn.execute("DELETE FROM webhook_nonces WHERE expires_at < ?", (now,))
+            cur = await conn.execute(
+                "DELETE FROM webhook_events WHERE received_at < ?"
+                " AND id NOT IN (SELECT event_id FROM consumptions)"
+                " AND id NOT IN (SELECT event_id FROM task_activities)",
+                (older_than,),
+            )
+            deleted = int(cur.rowcount or 0)
+            cur = await conn.execute(
+                "UPDATE webhook_events SET body = '' WHERE received_at < ? AND body != ''", (older_than,)
+            )
+            return deleted + int(cur.rowcount or 0)
+
     # ------------------------------------------------------------------ reading
 
     async def event_count(self, *, source: str | None = None) -> int:

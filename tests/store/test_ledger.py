@@ -189,3 +189,12 @@ async def test_stock_updates_keep_the_last_level(store: Store) -> None:
     assert levels["SP987678"]["quantity"] == 0.0
     assert levels["SP987678"]["threshold"] == 100.0
     assert levels["SP987678"]["event"] == "SparePartWasOutOfStock"
+
+
+async def test_retention_prunes_raw_events_but_keeps_the_history(store: Store) -> None:
+    await store.ledger.record(task_event("t1", "scheduled", None))
+    await store.ledger.record(consumption("t1", "LUBE-5L", 1))
+    assert await store.ledger.prune_events(older_than=2000.5) == 2  # one deleted, one emptied
+    assert [e["body"] for e in await store.ledger.events()] == [b""]
+    assert [m.article for m in await store.ledger.movements()] == ["LUBE-5L"]
+    assert (await store.ledger.task("t1")) is not None
