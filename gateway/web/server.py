@@ -44,6 +44,10 @@ def build_app(gw: Gateway) -> Starlette:
         Route("/", page),
         Route("/metrics", metrics_endpoint),
     ]
+    from gateway.reconcile import reconciliation_endpoint
+    from gateway.web.webhooks_mw import receiver_for
+
+    routes += [*receiver_for(gw).routes(), Route("/api/reconciliation", reconciliation_endpoint(gw))]
     auth = Middleware(AuthMiddleware, credentials=lambda: Credentials.from_config(gw.config.http))
     webhook_metrics = Middleware(WebhookMetricsMiddleware, metrics=lambda: metrics)
     app = Starlette(routes=routes, middleware=[auth, webhook_metrics])
