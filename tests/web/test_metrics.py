@@ -24,10 +24,13 @@ async def test_metrics_has_every_family_and_counts_a_firing_and_its_delivery(
         await run.set_strokes(1010)
         await wait_for(lambda: len(run.sim.state.tasks) >= 1, what="the task to be delivered")
         async with httpx.AsyncClient(base_url=run.url) as client:
-            await wait_for(
-                lambda: run.gw.dispatcher.status.attempts.get("done"), what="the delivery to be counted"
-            )
-            response = await client.get("/metrics")
+
+            async def counted() -> httpx.Response | None:
+                response = await client.get("/metrics")
+                done = 'mw_gateway_outbox_rows{state="delivered"} 1.0' in response.text
+                return response if done and "mw_gateway_quota_used 1.0" in response.text else None
+
+            response = await wait_for(counted, what="the delivery to show in /metrics")
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")

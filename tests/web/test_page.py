@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -72,9 +73,14 @@ async def test_api_status_carries_the_same_data_as_json(tmp_path, free_port, mon
         await run.set_strokes(999)
         await run.wait_for_sample("press1.strokes", 999)
         await run.set_strokes(1001)
-        await wait_for(lambda: len(run.sim.state.tasks) >= 1, what="the task to be delivered")
         async with httpx.AsyncClient(base_url=run.url) as client:
-            body = (await client.get("/api/status")).json()
+
+            async def delivered_and_counted() -> dict[str, Any] | None:
+                body: dict[str, Any] = (await client.get("/api/status")).json()
+                done = body["outbox"]["counts"]["delivered"] == 1 and body["quota"]["used"] == 1
+                return body if done else None
+
+            body = await wait_for(delivered_and_counted, what="the delivery to show in /api/status")
 
     assert body["health"] == {"status": "ok", "reasons": []}
     assert [s["name"] for s in body["sources"]] == ["press1"] and body["sources"][0]["link"] == "up"
