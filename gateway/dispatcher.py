@@ -40,7 +40,7 @@ from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
-LINK_DOWN_AFTER = 5  # transient failures in a row (no answer from the CMMS in between) = the link is down
+LINK_DOWN_AFTER = 10  # transient failures in a row (no answer from the CMMS in between) = the link is down
 STOP_GRACE_S = 5.0  # on shutdown, in-flight requests get this long to finish before they are abandoned
 
 
