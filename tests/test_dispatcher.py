@@ -286,7 +286,7 @@ async def test_a_successful_probe_resumes_without_a_reload(store: Store, clock: 
 async def test_outage_probes_one_at_a_time_then_backlog_leaves_high_first_then_oldest(
     store: Store, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    keys = [f"n{i}:1" for i in range(8)]
+    keys = [f"n{i}:1" for i in range(14)]
     await queue(store, *keys)
     clock.advance(1)
     await queue(store, "h:1", high=("h:1",))
@@ -298,8 +298,9 @@ async def test_outage_probes_one_at_a_time_then_backlog_leaves_high_first_then_o
     backend = FakeBackend(script)
     d = make(store, clock, backend, settings=settings(concurrency=4, retry_initial=1, retry_max=30))
     with caplog.at_level(logging.INFO, logger="gateway.dispatcher"):
-        for _ in range(3):
+        for _ in range(6):
             await d.drain_once()
+            clock.advance(2)
         assert not d.status.link_up
         calls_when_down = len(backend.calls)
         assert calls_when_down <= LINK_DOWN_AFTER + 3  # the failures that told us, then no burst
@@ -312,7 +313,7 @@ async def test_outage_probes_one_at_a_time_then_backlog_leaves_high_first_then_o
         clock.advance(30)
         await drain_all(d)
     assert d.status.link_up
-    assert (await store.outbox.counts())["delivered"] == 9
+    assert (await store.outbox.counts())["delivered"] == 15
     # After the probe that found the link back, the backlog leaves in order: high first, then oldest.
     assert backend.calls[1:] == [k for k in ["h:1", *keys] if k != backend.calls[0]]
     levels = [(r.levelname, r.getMessage()[:30]) for r in caplog.records if r.levelno >= logging.INFO]
