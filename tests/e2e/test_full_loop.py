@@ -39,6 +39,9 @@ RULES = """\
     duration: 30m
     spare_parts:
       - {article: LUBE-5L, quantity: 1}
+- id: lube-reorder
+  when: {signal: cmms.stock.LUBE-5L, below: 5}
+  task: {equipment: STORE-01, description: "Reorder LUBE-5L ({{ value }} left)", assignees: [3]}
 """
 
 
@@ -199,6 +202,15 @@ async def test_full_loop_machine_to_spare_part(tmp_path: Path, free_port: Callab
                 ).json()
             assert api["rows"] == report["rows"]
             assert await firing_state() == (task.id, "completed")
+
+            # A stock webhook reaches the engine as cmms.stock.<articleCode>: a rule on it fires a task.
+            # Every consumption reported the stock left: the engine has the simulator's figure.
+            stock = gw.engine.last_values["cmms.stock.LUBE-5L"].value
+            assert stock == sim.state.spare_parts["LUBE-5L"].stock and stock is not None and stock >= 5
+            low = await sim.send_webhook("SparePartWasOutOfStock", article="LUBE-5L")
+            assert low.status == 200
+            await wait_for(lambda: len(sim.state.tasks) == 2, what="the stock rule's task")
+            assert sim.state.tasks[1].metadata["rule"] == "lube-reorder"
         finally:
             await gw.stop()
 
