@@ -95,10 +95,13 @@ class Engine:
 
     def process(self, sample: Sample, now: float) -> list[Firing]:
         """Feed one sample. Pure: the result depends only on the state, the sample and `now`."""
-        self.last_values[sample.signal] = sample
-        handlers = self._index.get(sample.signal)
+        signal = sample.signal
+        self.last_values[signal] = sample
+        handlers = self._index.get(signal)
         if handlers is None:
             return []
+        if len(handlers) == 1:
+            return handlers[0](sample, now) or []
         out: list[Firing] = []
         for handler in handlers:
             fired = handler(sample, now)

@@ -37,6 +37,9 @@ class Phase(enum.StrEnum):
     FIRING = "firing"  # fired (or swallowed by a cooldown); re-arms only when the reset condition holds
 
 
+_IDLE = Phase.IDLE
+
+
 class Host:
     """What every runtime shares with its engine: the last values, the gateway id, the dirty set."""
 
@@ -63,12 +66,12 @@ def evidence_of(sample: Sample | None, signal: str) -> Evidence:
     return Evidence(signal=sample.signal, value=sample.value, ts=sample.ts, quality=str(sample.quality))
 
 
+_NUMBER_TYPES = (int, float)
+
+
 def _is_number(v: object) -> bool:
-    return (
-        isinstance(v, int | float)
-        and not isinstance(v, bool)
-        and not (isinstance(v, float) and math.isnan(v))
-    )
+    """int or float, not bool, not NaN (exact type checks: this runs for every sample)."""
+    return type(v) in _NUMBER_TYPES and v == v
 
 
 class RuleRuntime:
@@ -258,10 +261,24 @@ class CounterRuntime(RuleRuntime):
 
     def on_sample(self, sample: Sample, now: float) -> Firings:
         v = sample.value
+        last = self.last
+        total = self.total
+        # Fast path: a good number, not lower than the last one, no threshold reached.
+        if (
+            last is not None
+            and total is not None
+            and (type(v) is int or type(v) is float)
+            and v >= last  # type: ignore[operator]
+            and sample.quality is GOOD
+            and total + (v - last) < self.next  # type: ignore[operator]
+        ):
+            self.total = total + (v - last)  # type: ignore[operator]
+            self.last = v  # type: ignore[assignment]
+            self.host.dirty.add(self.id)
+            return None
         if sample.quality is not GOOD or not _is_number(v):
             return None
         assert isinstance(v, int | float)
-        last = self.last
         self.last = v
         self.host.dirty.add(self.id)
         if last is None or self.total is None or self.next is None:
@@ -555,22 +572,25 @@ class SignalRuntime(LatchedRuntime):
         super().__init__(compiled, host, when.for_)
         self.signal = when.signal
         self.cond, self.reset = _condition(when)
-        self.current: Sample | None = None
+        self.limit = when.above if when.above is not None else when.below
+        self.mask = 1 << when.bit if when.bit is not None else 0
 
     def on_sample(self, sample: Sample, now: float) -> Firings:
-        self.current = sample
         if sample.quality is not GOOD:
             return self.step(None, False, now)
-        cond = self.cond(sample.value)
+        v = sample.value
+        cond = self.cond(v)
         if cond is None:
             return self.step(None, False, now)
-        return self.step(cond, self.reset(sample.value) if self.phase is Phase.FIRING else not cond, now)
+        if not cond and self.phase is _IDLE:
+            return None
+        return self.step(cond, self.reset(v) if self.phase is Phase.FIRING else not cond, now)
 
     def evidence(self) -> tuple[Evidence, ...]:
-        return (evidence_of(self.current or self.host.values.get(self.signal), self.signal),)
+        return (evidence_of(self.host.values.get(self.signal), self.signal),)
 
     def value(self) -> Any:
-        sample = self.current or self.host.values.get(self.signal)
+        sample = self.host.values.get(self.signal)
         return None if sample is None else sample.value
 
     def signal_name(self) -> str:
@@ -585,6 +605,37 @@ class SignalRuntime(LatchedRuntime):
         return None
 
 
+# Fast paths for the common case (armed, a good number that does not meet the condition): the same answer as
+# SignalRuntime.on_sample, with fewer calls. Every other case goes through SignalRuntime.on_sample.
+
+
+class AboveRuntime(SignalRuntime):
+    def on_sample(self, sample: Sample, now: float) -> Firings:
+        if self.phase is _IDLE and sample.quality is GOOD:
+            v = sample.value
+            if (type(v) is float or type(v) is int) and not v > self.limit:  # type: ignore[operator]
+                return None
+        return SignalRuntime.on_sample(self, sample, now)
+
+
+class BelowRuntime(SignalRuntime):
+    def on_sample(self, sample: Sample, now: float) -> Firings:
+        if self.phase is _IDLE and sample.quality is GOOD:
+            v = sample.value
+            if (type(v) is float or type(v) is int) and not v < self.limit:  # type: ignore[operator]
+                return None
+        return SignalRuntime.on_sample(self, sample, now)
+
+
+class BitRuntime(SignalRuntime):
+    def on_sample(self, sample: Sample, now: float) -> Firings:
+        if self.phase is _IDLE and sample.quality is GOOD:
+            v = sample.value
+            if type(v) is int and not v & self.mask:
+                return None
+        return SignalRuntime.on_sample(self, sample, now)
+
+
 def _condition(when: SignalWhen) -> tuple[Callable[[Any], bool | None], Callable[[Any], bool]]:
     """(condition, reset) as functions of a good value; the condition returns None when it cannot apply."""
     if when.above is not None:
@@ -592,7 +643,7 @@ def _condition(when: SignalWhen) -> tuple[Callable[[Any], bool | None], Callable
         rb = when.reset_below
 
         def cond_above(v: Any) -> bool | None:
-            return v > above if _is_number(v) else None
+            return v > above if type(v) in _NUMBER_TYPES else None  # NaN > x is False: never fires
 
         return cond_above, (lambda v: v < rb) if rb is not None else (lambda v: not v > above)
     if when.below is not None:
@@ -600,16 +651,18 @@ def _condition(when: SignalWhen) -> tuple[Callable[[Any], bool | None], Callable
         ra = when.reset_above
 
         def cond_below(v: Any) -> bool | None:
-            return v < below if _is_number(v) else None
+            return v < below if type(v) in _NUMBER_TYPES else None
 
         return cond_below, (lambda v: v > ra) if ra is not None else (lambda v: not v < below)
     if when.bit is not None:
         mask = 1 << when.bit
 
         def cond_bit(v: Any) -> bool | None:
-            if isinstance(v, bool) or not isinstance(v, int | float) or not float(v).is_integer():
-                return None
-            return bool(int(v) & mask)
+            if type(v) is int:
+                return bool(v & mask)
+            if type(v) is float and v.is_integer():
+                return bool(int(v) & mask)
+            return None
 
         return cond_bit, lambda v: not (int(v) & mask)
     if when.in_ is not None:
@@ -644,6 +697,8 @@ def evaluate_expr(
         if sample is None or sample.quality is not GOOD:
             return None
     try:
+        if c.expr.fast is not None:
+            return bool(c.expr.fast(values))
         return bool(c.expr.evaluate(ctx))
     except Exception as exc:  # a sandboxed expression may raise anything on odd values: unknown, not a crash
         log.debug("rule %s: expression failed: %s", c.rule.id, exc)
@@ -745,11 +800,23 @@ class StaleRuntime(RuleRuntime):
         return out
 
 
+def _signal_runtime(compiled: CompiledRule, host: Host) -> RuleRuntime:
+    when = compiled.rule.when
+    assert isinstance(when, SignalWhen)
+    if when.above is not None:
+        return AboveRuntime(compiled, host)
+    if when.below is not None:
+        return BelowRuntime(compiled, host)
+    if when.bit is not None:
+        return BitRuntime(compiled, host)
+    return SignalRuntime(compiled, host)
+
+
 def make_runtime(compiled: CompiledRule, host: Host) -> RuleRuntime:
     kinds: dict[str, Callable[[CompiledRule, Host], RuleRuntime]] = {
         "counter": CounterRuntime,
         "hours": HoursRuntime,
-        "signal": SignalRuntime,
+        "signal": _signal_runtime,
         "expr": ExprRuntime,
         "stale": StaleRuntime,
     }

@@ -1,0 +1,64 @@
+"""The vetted closure evaluator agrees with Jinja's sandboxed compiled expression on every value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.engine import templates as tpl
+from gateway.sources.base import Sample
+
+EXPRESSIONS = [
+    "a.x > 200 and a.mode == 'AUTO'",
+    "a.x >= 3 or not a.y < 2",
+    "1 < a.x <= 10",
+    "(a.x + a.y) * 2 - a.x / 4 > 7",
+    "a.x // 3 % 2 == 1",
+    "a.mode in ['AUTO', 'SEMI'] and a.mode not in ('OFF',)",
+    "a.x | abs > 5 and a.mode | lower == 'auto'",
+    "-a.x < +a.y",
+    "a.x if a.y > 0 else a.y",
+    "signals['a.x'] > 3",
+]
+values = st.one_of(
+    st.integers(-50, 300), st.floats(-50, 300, allow_nan=False), st.sampled_from(["AUTO", "auto", "OFF"])
+)
+
+
+def _run(fn: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "ok", fn(*args)
+    except Exception as exc:  # the engine treats any error as "unknown": only whether one happens matters
+        return "error", type(exc).__name__
+
+
+@pytest.mark.parametrize("source", EXPRESSIONS)
+def test_every_listed_expression_uses_the_fast_path(source: str) -> None:
+    assert tpl.compile_expr(source, None).fast is not None
+
+
+def test_unsupported_constructs_fall_back_to_jinja() -> None:
+    compiled = tpl.compile_expr("a.x ** 2 > 4 and a.mode is string", None)
+    assert compiled.fast is None
+    ctx = tpl.signal_context(
+        {"a.x": Sample("a.x", 3, 0.0), "a.mode": Sample("a.mode", "A", 0.0)}, {"a"}, set()
+    )
+    assert compiled.evaluate(ctx) is True
+
+
+@settings(max_examples=300, deadline=None)
+@given(source=st.sampled_from(EXPRESSIONS), x=values, y=values, mode=values)
+def test_fast_path_agrees_with_jinja(source: str, x: Any, y: Any, mode: Any) -> None:
+    compiled = tpl.compile_expr(source, None)
+    samples = {name: Sample(name, v, 0.0) for name, v in (("a.x", x), ("a.y", y), ("a.mode", mode))}
+    ctx = tpl.signal_context(samples, {"a"}, set())
+    assert compiled.fast is not None
+    fast = _run(compiled.fast, samples)
+    slow = _run(compiled.evaluate, ctx)
+    if fast[0] == "ok" and slow[0] == "ok":
+        assert bool(fast[1]) == bool(slow[1])
+    else:
+        assert fast[0] == slow[0] == "error"
