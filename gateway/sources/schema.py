@@ -1,4 +1,7 @@
-"""gateway.yaml schemas of the `sources:` section. Pure pydantic: importing this never imports a protocol library."""
+"""gateway.yaml schemas of the `sources:` section.
+
+Pure pydantic: importing this never imports a protocol library.
+"""
 
 from __future__ import annotations
 
@@ -33,9 +36,9 @@ class ModbusSignal(_Strict):
     input: int | None = Field(default=None, ge=0, le=65535)
     coil: int | None = Field(default=None, ge=0, le=65535)
     discrete: int | None = Field(default=None, ge=0, le=65535)
-    type: ModbusType = "uint16"
-    word_order: Literal["big", "little"] = "big"
-    byte_order: Literal["big", "little"] = "big"
+    type: ModbusType | None = None  # default: bool for coil/discrete and with bit:, else uint16
+    word_order: Literal["big", "little"] | None = None  # default: the source's word_order
+    byte_order: Literal["big", "little"] | None = None  # default: the source's byte_order
     bit: int | None = Field(default=None, ge=0, le=15)  # a bit inside a register (fault words)
     length: int | None = Field(default=None, ge=1, le=125)  # registers, for type: string
     scale: float = 1.0
@@ -50,8 +53,20 @@ class ModbusSignal(_Strict):
                 "give exactly one of holding, input, coil or discrete with the address, "
                 "e.g. {holding: 100, type: uint32}"
             )
-        if self.type == "string" and self.length is None:
+        if tables[0] in ("coil", "discrete"):
+            if self.type not in (None, "bool") or self.bit is not None:
+                raise ValueError(f"a {tables[0]} is one bit: leave out type: and bit:")
+        elif self.bit is not None and self.type not in (None, "bool", "uint16", "int16"):
+            raise ValueError("bit: reads one bit of a 16-bit register: leave out type: or write type: bool")
+        if self.value_type == "string" and self.length is None:
             raise ValueError("type: string needs length: (the number of registers)")
+        if self.value_type == "string" and (self.scale != 1.0 or self.offset != 0.0):
+            raise ValueError("scale: and offset: apply to numbers, not to type: string")
+        if self.length is not None and self.value_type != "string":
+            raise ValueError("length: is only for type: string")
+        address = getattr(self, tables[0])
+        if address + self.register_count > 65536:
+            raise ValueError(f"the value runs past the last address 65535 ({self.register_count} registers)")
         return self
 
     @property
@@ -67,6 +82,31 @@ class ModbusSignal(_Strict):
         assert isinstance(value, int)
         return value
 
+    @property
+    def value_type(self) -> str:
+        """The type actually decoded: bool for coils, discrete inputs and bits in a register."""
+        if self.coil is not None or self.discrete is not None or self.bit is not None:
+            return "bool"
+        return self.type or "uint16"
+
+    @property
+    def register_count(self) -> int:
+        """Registers (or bits, for coil/discrete) this value occupies."""
+        sizes = {
+            "int16": 1,
+            "uint16": 1,
+            "int32": 2,
+            "uint32": 2,
+            "int64": 4,
+            "uint64": 4,
+            "float32": 2,
+            "float64": 4,
+            "bool": 1,
+        }
+        if self.value_type == "string":
+            return self.length or 1
+        return sizes[self.value_type]
+
 
 class ModbusSource(_Strict):
     protocol: Literal["modbus"]
@@ -80,10 +120,16 @@ class ModbusSource(_Strict):
     unit: int = Field(default=1, ge=0, le=255)
     poll: Annotated[float, Field(gt=0)] = 1.0
     timeout: Annotated[float, Field(gt=0)] = 3.0
-    max_gap: int = Field(default=16, ge=0, le=124)  # registers read through to join two neighbouring reads
+    max_gap: int = Field(default=16, ge=0, le=124)  # registers (or bits) read through to join two reads
+    word_order: Literal["big", "little"] = "big"  # default for every signal of this source
+    byte_order: Literal["big", "little"] = "big"
+    reconnect_delay: Annotated[float, Field(gt=0)] = 1.0  # first backoff delay (link and per unit)
+    reconnect_max_delay: Annotated[float, Field(gt=0)] = 30.0  # backoff cap
     signals: dict[str, ModbusSignal]
 
-    _poll = field_validator("poll", "timeout", mode="before")(_duration)
+    _poll = field_validator("poll", "timeout", "reconnect_delay", "reconnect_max_delay", mode="before")(
+        _duration
+    )
 
     @model_validator(mode="after")
     def _transport(self) -> ModbusSource:
@@ -122,11 +168,18 @@ class OpcuaSource(_Strict):
     username: str | None = None
     password: SecretStr | None = None
     timeout: float = 4.0
+    reconnect_delay: float = 1.0  # first backoff delay before the first connection succeeded
     reconnect_max_delay: float = 30.0
+    queue_size: int = Field(default=1, ge=1, le=10000)  # values the server keeps per item between publishes
     signals: dict[str, str | OpcuaSignal]
 
     _pi = field_validator(
-        "publishing_interval", "sampling_interval", "timeout", "reconnect_max_delay", mode="before"
+        "publishing_interval",
+        "sampling_interval",
+        "timeout",
+        "reconnect_delay",
+        "reconnect_max_delay",
+        mode="before",
     )(_duration)
 
     @field_validator("url")
@@ -162,10 +215,14 @@ class MqttSource(_Strict):
     qos: Literal[0, 1] = 1
     clean_session: bool = False
     keepalive: float = 30.0
+    timeout: float = 10.0
+    reconnect_delay: float = 1.0
     reconnect_max_delay: float = 30.0
     signals: dict[str, str | MqttSignal]
 
-    _ka = field_validator("keepalive", "reconnect_max_delay", mode="before")(_duration)
+    _ka = field_validator("keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", mode="before")(
+        _duration
+    )
 
     @field_validator("url")
     @classmethod

@@ -1,0 +1,327 @@
+"""Modbus TCP and RTU polling with pymodbus.
+
+How a source runs:
+
+- `plan_reads()` coalesces the signals of one unit and table into as few requests as possible: neighbours are
+  read together, reading through gaps of at most `max_gap`, and a request never exceeds the protocol limits
+  (125 registers, 2000 bits) nor splits one value.
+- One connection per source. Each unit (device id) is polled by its own task on its own schedule. pymodbus
+  serializes requests on a connection (one transaction at a time), so a unit that never answers could hold
+  the connection for `timeout` on every attempt: we send each request once (retries=0) with the source's
+  `timeout`, and a unit that timed out is put on exponential backoff, so it is probed rarely and the other
+  units keep their schedule. pymodbus's own "close the connection after N unanswered requests" is disabled:
+  a dead unit behind a gateway must not drop the link of the live ones. The connection is re-opened only
+  when it really broke, or when no unit answers at all.
+- Exceptions answered by a device (e.g. illegal address) mark the signals of that request bad; the unit
+  stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+from gateway.clock import Clock, SystemClock
+from gateway.sources import codec
+from gateway.sources._common import Backoff, Link, Sink, quiet_library_logger
+from gateway.sources.base import Emit, LinkState, SourceStats
+from gateway.sources.schema import ModbusSignal, ModbusSource
+
+log = logging.getLogger(__name__)
+
+MAX_REGISTERS = 125  # per read request (holding, input)
+MAX_BITS = 2000  # per read request (coil, discrete)
+_BIT_TABLES = ("coil", "discrete")
+
+_EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "device failure",
+    5: "acknowledge",
+    6: "device busy",
+    10: "gateway path unavailable",
+    11: "gateway target did not respond",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One configured signal, resolved against its source's defaults."""
+
+    name: str  # full name "source.signal"
+    unit: int
+    table: str  # holding | input | coil | discrete
+    address: int
+    count: int  # registers, or 1 bit
+    type: str
+    word_order: codec.Order
+    byte_order: codec.Order
+    bit: int | None
+    scale: float
+    offset: float
+
+    @classmethod
+    def from_config(cls, source: str, key: str, sig: ModbusSignal, src: ModbusSource) -> Point:
+        return cls(
+            name=f"{source}.{key}",
+            unit=src.unit if sig.unit is None else sig.unit,
+            table=sig.table,
+            address=sig.address,
+            count=sig.register_count,
+            type=sig.value_type,
+            word_order=sig.word_order or src.word_order,
+            byte_order=sig.byte_order or src.byte_order,
+            bit=sig.bit,
+            scale=sig.scale,
+            offset=sig.offset,
+        )
+
+    @property
+    def end(self) -> int:
+        return self.address + self.count
+
+
+@dataclass(slots=True)
+class Block:
+    """One read request: `count` registers (or bits) of `table` from `start`, covering `points`."""
+
+    unit: int
+    table: str
+    start: int
+    count: int
+    points: list[Point] = field(default_factory=list)
+    failing: str = ""  # the reason of the last failure, "" when its last read succeeded
+
+
+def plan_reads(points: Sequence[Point], *, max_gap: int) -> list[Block]:
+    """The fewest requests covering every point: per unit and table, sorted by address, a point joins the
+    current request while the gap before it is at most max_gap and the request stays within the limit."""
+    blocks: list[Block] = []
+    groups: dict[tuple[int, str], list[Point]] = {}
+    for p in points:
+        groups.setdefault((p.unit, p.table), []).append(p)
+    for (unit, table), group in sorted(groups.items()):
+        limit = MAX_BITS if table in _BIT_TABLES else MAX_REGISTERS
+        current: Block | None = None
+        for p in sorted(group, key=lambda q: (q.address, q.count)):
+            if current is not None:
+                end = current.start + current.count
+                if p.address - end <= max_gap and max(end, p.end) - current.start <= limit:
+                    current.count = max(end, p.end) - current.start
+                    current.points.append(p)
+                    continue
+            current = Block(unit, table, p.address, p.count, [p])
+            blocks.append(current)
+    return blocks
+
+
+class _LinkLost(Exception):
+    """The connection broke (or no unit answers): reconnect with backoff."""
+
+
+@dataclass
+class _Unit:
+    id: int
+    blocks: list[Block]
+    link: Link
+    backoff: Backoff
+
+    @property
+    def signals(self) -> list[str]:
+        return [p.name for b in self.blocks for p in b.points]
+
+
+class ModbusConnector:
+    """A Source reading one Modbus TCP host or RTU serial line."""
+
+    def __init__(self, name: str, config: ModbusSource, *, clock: Clock | None = None) -> None:
+        quiet_library_logger("pymodbus")
+        self.name = name
+        self.config = config
+        self.stats = SourceStats()
+        self._clock = clock or SystemClock()
+        self.points = [Point.from_config(name, key, sig, config) for key, sig in config.signals.items()]
+        self.blocks = plan_reads(self.points, max_gap=config.max_gap)
+        where = f"{config.host}:{config.port}" if config.host else str(config.serial)
+        self._what = f"modbus source {name} ({where})"
+        self._link = Link(self._what, log, self.stats)
+        units: dict[int, list[Block]] = {}
+        for block in self.blocks:
+            units.setdefault(block.unit, []).append(block)
+        self._units = [
+            _Unit(uid, blocks, Link(f"{self._what} unit {uid}", log), self._backoff())
+            for uid, blocks in units.items()
+        ]
+
+    def signal_names(self) -> list[str]:
+        return [p.name for p in self.points]
+
+    def _backoff(self) -> Backoff:
+        return Backoff(initial_s=self.config.reconnect_delay, max_s=self.config.reconnect_max_delay)
+
+    def _client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        cfg = self.config
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        if cfg.host is not None:
+            client = AsyncModbusTcpClient(
+                cfg.host, port=cfg.port, timeout=cfg.timeout, retries=0, reconnect_delay=0, name=self.name
+            )
+        else:
+            assert cfg.serial is not None
+            client = AsyncModbusSerialClient(
+                cfg.serial,
+                baudrate=cfg.baudrate,
+                bytesize=cfg.bytesize,
+                parity=cfg.parity,
+                stopbits=cfg.stopbits,
+                timeout=cfg.timeout,
+                retries=0,
+                reconnect_delay=0,
+                name=self.name,
+            )
+        client.set_max_no_responses(1_000_000_000)  # a silent unit must not close the others' connection
+        return client
+
+    async def run(self, emit: Emit) -> None:
+        sink = Sink(emit, self.stats, self._clock, log, self.name)
+        backoff = self._backoff()
+        while True:
+            client = self._client()
+            reason = "connection closed"
+            try:
+                if not await client.connect():
+                    raise _LinkLost("cannot connect")
+                self._link.up()
+                backoff.reset()
+                async with asyncio.TaskGroup() as group:
+                    for unit in self._units:
+                        group.create_task(self._poll_forever(client, unit, sink))
+            except* _LinkLost as lost:
+                reason = str(lost.exceptions[0])
+            except* (ModbusException, OSError) as failed:
+                reason = f"{type(failed.exceptions[0]).__name__}: {failed.exceptions[0]}"
+            finally:
+                client.close()
+            self.stats.errors += 1
+            if self._link.down(reason):
+                sink.all_bad(self.signal_names(), f"link down: {reason}")
+            for unit in self._units:
+                unit.link = Link(unit.link.what, log)  # per-unit state starts afresh on the next connection
+                unit.backoff.reset()
+                for block in unit.blocks:
+                    block.failing = ""
+            await asyncio.sleep(backoff.next())
+
+    async def _poll_forever(self, client: Any, unit: _Unit, sink: Sink) -> None:
+        loop = asyncio.get_running_loop()
+        next_due = loop.time()
+        while True:
+            failure = await self.poll_unit(client, unit, sink)
+            now = loop.time()
+            if failure is None:
+                unit.link.up()
+                unit.backoff.reset()
+                next_due += self.config.poll
+                if next_due < now:  # late (a slow device or a long pause): skip the missed cycles
+                    next_due = now
+                delay = next_due - now
+            else:
+                others = [u for u in self._units if u is not unit]
+                if all(u.link.state is LinkState.DOWN for u in others):
+                    raise _LinkLost(failure)  # nothing answers: the connection itself is suspect
+                if unit.link.down(failure):
+                    sink.all_bad(unit.signals, f"unit {unit.id} not answering: {failure}")
+                delay = unit.backoff.next()
+                next_due = now + delay
+            await asyncio.sleep(delay)
+
+    async def poll_unit(self, client: Any, unit: _Unit, sink: Sink) -> str | None:
+        """One poll cycle of one unit: every block read and emitted. The unit's failure reason, or None."""
+        for block in unit.blocks:
+            try:
+                response = await _read(client, block)
+            except ModbusIOException as exc:
+                self.stats.errors += 1
+                if not client.connected:
+                    raise _LinkLost("connection lost") from exc
+                return f"no answer within {self.config.timeout:g}s"
+            except ConnectionException as exc:
+                self.stats.errors += 1
+                raise _LinkLost(f"connection lost: {exc}") from exc
+            if response.isError():
+                self.stats.errors += 1
+                code = int(getattr(response, "exception_code", 0))
+                reason = f"device answered exception {code} ({_EXCEPTION_NAMES.get(code, 'unknown')})"
+                if block.failing != reason:
+                    log.warning(
+                        "%s unit %d: reading %s %d..%d: %s; its signals are marked bad",
+                        self._what,
+                        unit.id,
+                        block.table,
+                        block.start,
+                        block.start + block.count - 1,
+                        reason,
+                    )
+                block.failing = reason
+                sink.all_bad([p.name for p in block.points], reason)
+                continue
+            self.stats.reads += 1
+            if block.failing:
+                log.info("%s unit %d: %s %d reads again", self._what, unit.id, block.table, block.start)
+                block.failing = ""
+            self._emit_block(block, response, sink)
+        return None
+
+    def _emit_block(self, block: Block, response: Any, sink: Sink) -> None:
+        ts = self._clock.now()
+        if block.table in _BIT_TABLES:
+            bits = list(response.bits)
+            if len(bits) < block.count:
+                for p in block.points:
+                    sink.garbage(p.name, f"device sent {len(bits)} bits, {block.count} were asked", ts)
+                return
+            for p in block.points:
+                sink.good(p.name, bool(bits[p.address - block.start]), ts)
+            return
+        regs = list(response.registers)
+        if len(regs) != block.count:
+            for p in block.points:
+                sink.garbage(p.name, f"device sent {len(regs)} registers, {block.count} were asked", ts)
+            return
+        for p in block.points:
+            offset = p.address - block.start
+            try:
+                value = codec.decode(
+                    regs[offset : offset + p.count],
+                    p.type,
+                    word_order=p.word_order,
+                    byte_order=p.byte_order,
+                    bit=p.bit,
+                )
+            except codec.DecodeError as exc:
+                sink.garbage(p.name, str(exc), ts)
+                continue
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and (p.scale != 1 or p.offset != 0)
+            ):
+                value = value * p.scale + p.offset
+            sink.good(p.name, value, ts)
+
+
+async def _read(client: Any, block: Block) -> Any:
+    if block.table == "holding":
+        return await client.read_holding_registers(block.start, count=block.count, device_id=block.unit)
+    if block.table == "input":
+        return await client.read_input_registers(block.start, count=block.count, device_id=block.unit)
+    if block.table == "coil":
+        return await client.read_coils(block.start, count=block.count, device_id=block.unit)
+    return await client.read_discrete_inputs(block.start, count=block.count, device_id=block.unit)
