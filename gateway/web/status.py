@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 LATEST_WEBHOOKS = 20
 OUTBOX_ROWS_SHOWN = 50
 RECENT_FIRINGS = 20
+DISCREPANCY_WINDOW_S = 30 * 86400.0
+DISCREPANCIES_SHOWN = 50
 NOT_DRAINING_AFTER_S = 600.0  # retrying rows and no successful delivery for this long: the outbox is stuck
 
 
@@ -122,18 +124,44 @@ def _plain(value: Any) -> Any:
 
 
 async def _webhooks(gw: Gateway) -> list[Any]:
+    """The latest webhook events, newest first, without their bodies."""
     ledger = getattr(gw.store, "ledger", None)
     rows = await _maybe(ledger, "latest_events", limit=LATEST_WEBHOOKS)
-    return [_plain(r) for r in rows or []]
+    if rows is None and ledger is not None:
+        # Until the ledger offers latest_events(): events() is oldest first, so only while the table is small.
+        count = await ledger.event_count()
+        rows = list(reversed(await ledger.events(limit=1000)))[:LATEST_WEBHOOKS] if count <= 1000 else []
+    out = []
+    for row in rows or []:
+        item = _plain(row)
+        if isinstance(item, dict):
+            item = {k: v for k, v in item.items() if k != "body"}
+        out.append(item)
+    return out
 
 
-async def _discrepancies(gw: Gateway) -> list[Any]:
+async def _discrepancies(gw: Gateway) -> list[dict[str, Any]]:
+    """Reconciliation problems of the firings of the last DISCREPANCY_WINDOW_S, newest first."""
     try:
         reconcile = importlib.import_module("gateway.reconcile")
     except ImportError:
         return []
-    found = await _maybe(reconcile, "discrepancies", store=gw.store)
-    return [_plain(d) for d in found or []]
+    build_report = getattr(reconcile, "build_report", None)
+    if build_report is None:
+        return []
+    report = await build_report(gw.store, since=gw.clock.now() - DISCREPANCY_WINDOW_S)
+    out = [
+        {
+            "kind": problem.get("code"),
+            "rule": row.get("rule"),
+            "firing": row.get("firing"),
+            "task": row.get("task_id"),
+            "message": problem.get("message"),
+        }
+        for row in reversed(report.get("rows", []))
+        for problem in row.get("discrepancies", [])
+    ]
+    return out[:DISCREPANCIES_SHOWN]
 
 
 async def _outbox(gw: Gateway, counts: dict[str, int]) -> dict[str, Any]:

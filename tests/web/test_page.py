@@ -164,3 +164,37 @@ def test_page_escapes_device_values_and_shows_why_the_cmms_is_paused():
 )
 def test_progress_reads_like_a_person_would_say_it(progress, text):
     assert progress_text(progress) == text
+
+
+async def test_webhooks_and_reconciliation_discrepancies_show_up(tmp_path, free_port, monkeypatch):
+    async with (
+        running_gateway(tmp_path, free_port(), monkeypatch) as run,
+        httpx.AsyncClient(base_url=run.url) as client,
+    ):
+        await run.set_strokes(10)
+        await run.wait_for_sample("press1.strokes", 10)
+        await run.set_strokes(1010)
+
+        async def delivered() -> dict[str, Any] | None:
+            body: dict[str, Any] = (await client.get("/api/status")).json()
+            return body if body["outbox"]["counts"]["delivered"] == 1 else None
+
+        before = await wait_for(delivered, what="the delivery")
+        # Delivered, but the CMMS has not said which task it became: the reconciliation says so.
+        assert [(d["kind"], d["rule"]) for d in before["discrepancies"]] == [
+            ("never_scheduled", "press1-lubrication")
+        ]
+        assert before["webhooks"] == []
+
+        run.sim.set_webhook_target(run.url + "/webhooks/mobility-work")
+        sent = await run.sim.send_webhook("TaskWasScheduled", task_id=run.sim.state.tasks[0].id)
+        assert sent.status == 200, sent.error
+        after = (await client.get("/api/status")).json()
+        page = (await client.get("/")).text
+        metrics = (await client.get("/metrics")).text
+
+    assert [w["event"] for w in after["webhooks"]] == ["TaskWasScheduled"]
+    assert after["webhooks"][0]["task_id"] == run.sim.state.tasks[0].id
+    assert after["discrepancies"] == []
+    assert "TaskWasScheduled" in page
+    assert 'mw_gateway_webhooks_total{event="TaskWasScheduled",result="accepted"} 1.0' in metrics
