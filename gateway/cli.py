@@ -221,6 +221,7 @@ def _row_json(row: Any) -> dict[str, Any]:
         "last_status_code": row.last_status_code,
         "last_error": row.last_error,
         "last_details": row.last_details,
+        "maybe_committed": getattr(row, "maybe_committed", 0),
         "request": row.last_request,
         "task": row.firing.to_json()["task"],
     }
@@ -231,6 +232,7 @@ def _print_outbox_table(rows: Sequence[Any]) -> None:
     table = [header]
     for r in rows:
         status = "retrying" if r.status.value == "queued" and r.attempts else r.status.value
+        status += " (dup?)" if getattr(r, "maybe_committed", 0) else ""
         nxt = _fmt_ts(r.next_attempt_at) if r.status.value == "queued" else "-"
         table.append(
             (str(r.id), status, r.rule_id, r.priority, str(r.attempts), nxt, (r.last_error or "")[:60])
@@ -255,6 +257,12 @@ def explain_row(row: Any) -> str:
         lines.append(f"  next attempt: {_fmt_ts(row.next_attempt_at)}")
     if row.delivered_at:
         lines.append(f"  delivered: {_fmt_ts(row.delivered_at)} by {row.delivered_by}")
+    if getattr(row, "maybe_committed", 0):
+        lines.append(
+            f"  possible duplicate: {row.maybe_committed} attempt(s) may have created the task without the"
+            f" answer reaching us (last at {_fmt_ts(row.maybe_committed_at)}); the CMMS may hold two tasks"
+            f" for firing {row.firing_uuid}: `mw-gateway reconcile` shows whether it does"
+        )
     if row.last_error:
         lines.append(f"  last error: {row.last_error}")
     details = row.last_details
@@ -272,9 +280,10 @@ def explain_row(row: Any) -> str:
                 for err in errors if isinstance(errors, list) else [errors]:
                     if isinstance(err, dict):
                         params = ", ".join(f"{k}={v}" for k, v in (err.get("parameters") or {}).items())
-                        lines.append(f"    {pointer}: {err.get('messageKey')} ({params}); we sent {sent!r}")
+                        key, was = err.get("messageKey"), json.dumps(sent, default=str)
+                        lines.append(f"    {pointer}: {key} ({params}); we sent {was}")
                     else:
-                        lines.append(f"    {pointer}: {err}; we sent {sent!r}")
+                        lines.append(f"    {pointer}: {err}; we sent {json.dumps(sent, default=str)}")
         if glob:
             for err in glob:
                 lines.append(f"  global error: {err.get('messageKey') if isinstance(err, dict) else err}")
