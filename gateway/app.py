@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from gateway.engine.firing import Firing
 from gateway.engine.loader import RuleSet, load_rules
 from gateway.errors import BackendError, ProblemsError
 from gateway.logs import setup_logging
+from gateway.retention import Housekeeping
 from gateway.sources.base import Quality, Sample, Source
 from gateway.store import Store
 from gateway.systemd import notify, watchdog_interval_s
@@ -39,6 +41,7 @@ STATE_SAVE_INTERVAL_S = 60.0  # rule state without a firing is saved this often 
 TICK_INTERVAL_S = 1.0
 RULES_WATCH_INTERVAL_S = 2.0
 SAMPLE_QUEUE_SIZE = 100_000
+STORE_RETRY_S = 5.0  # a failed firing commit (disk full) is retried this often until it succeeds
 
 
 def known_signals(config: Config) -> set[str]:
@@ -96,6 +99,7 @@ class Gateway:
         self._reload_requested = asyncio.Event()
         cfg = self.config
         self.store = await Store.open(cfg.state_dir, gateway_id=cfg.gateway.id, clock=self.clock)
+        self.housekeeping = Housekeeping(self)
         self.engine = Engine(self.rules, gateway_id=cfg.gateway.id, state=await self.store.rules.load())
         self.backend = build_backend(
             cfg.cmms,
@@ -223,7 +227,15 @@ class Gateway:
 
     async def commit_firings(self, firings: list[Firing]) -> None:
         """Firings and the rule state that produced them, in one transaction; then wake the dispatcher."""
-        results = await self.store.outbox.record_firings(firings, rule_states=self.engine.take_dirty_state())
+        states = self.engine.take_dirty_state()
+        while True:
+            try:
+                results = await self.store.outbox.record_firings(firings, rule_states=states)
+                break
+            except sqlite3.Error as exc:  # disk full or read-only: keep the firings, report, try again
+                self.housekeeping.store_failed(exc, doing="recording firings")
+                await asyncio.sleep(STORE_RETRY_S)
+        self.housekeeping.store_ok()
         for firing, result in zip(firings, results, strict=True):
             self.firings_out += 1
             log.info(
@@ -248,9 +260,6 @@ class Gateway:
         last_watch = time.monotonic()
         watchdog = watchdog_interval_s()
         last_watchdog = 0.0
-        from gateway.retention import Housekeeping
-
-        self.housekeeping = Housekeeping(self)
         while True:
             await asyncio.sleep(TICK_INTERVAL_S if watchdog is None else min(TICK_INTERVAL_S, watchdog))
             mono = time.monotonic()
@@ -276,7 +285,12 @@ class Gateway:
     async def save_state(self) -> None:
         dirty = self.engine.take_dirty_state()
         if dirty:
-            await self.store.rules.save(dirty)
+            try:
+                await self.store.rules.save(dirty)
+            except sqlite3.Error as exc:  # disk full or read-only: saved again with the next change
+                self.housekeeping.store_failed(exc, doing="saving rule state")
+                return
+            self.housekeeping.store_ok()
 
     # ------------------------------------------------------------------ reload
 

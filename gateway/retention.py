@@ -99,6 +99,19 @@ class Housekeeping:
             self._prune_at = mono
             await self.prune()
 
+    def store_failed(self, exc: BaseException, *, doing: str) -> None:
+        """A write to the state database failed (disk full, read-only): report it once, on /healthz too."""
+        message = describe_sqlite_error(exc)
+        if self.store_error is None:
+            log.error("cannot write the state database while %s: %s; retrying", doing, message)
+        self.store_error = message
+        self.check_disk()
+
+    def store_ok(self) -> None:
+        if self.store_error is not None:
+            log.info("state database writable again")
+            self.store_error = None
+
     async def prune(self) -> Pruned | None:
         gw = self.gw
         try:
@@ -106,12 +119,7 @@ class Housekeeping:
                 gw.store, now=gw.clock.now(), retention_s=gw.config.dispatcher.delivered_retention
             )
         except (sqlite3.Error, StoreError) as exc:
-            message = describe_sqlite_error(exc)
-            if self.store_error is None:
-                log.error("retention: cannot write the state database: %s", message)
-            self.store_error = message
+            self.store_failed(exc, doing="pruning")
             return None
-        if self.store_error is not None:
-            log.info("state database writable again")
-        self.store_error = None
+        self.store_ok()
         return result

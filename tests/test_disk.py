@@ -87,3 +87,45 @@ async def test_retention_prunes_only_delivered_rows_older_than_the_period(tmp_pa
         assert (await prune(store, now=clock.now(), retention_s=30 * 86400)).total == 0
     finally:
         await store.close()
+
+
+async def test_a_database_refusing_writes_is_reported_on_healthz_and_the_gateway_recovers_by_itself(
+    tmp_path, free_port, monkeypatch
+):
+    import httpx
+
+    import gateway.app
+    from tests.web.ops_gateway import running_gateway, wait_for
+
+    monkeypatch.setattr(gateway.app, "STORE_RETRY_S", 0.1)
+    async with (
+        running_gateway(tmp_path, free_port(), monkeypatch) as run,
+        httpx.AsyncClient(base_url=run.url) as client,
+    ):
+        await run.set_strokes(10)
+        await run.wait_for_sample("press1.strokes", 10)
+        conn = run.gw.store.db.conn
+        await conn.execute("PRAGMA query_only = ON")  # every write now fails, as on a read-only or full disk
+
+        await run.set_strokes(1010)
+
+        async def unhealthy() -> httpx.Response | None:
+            response = await client.get("/healthz")
+            return response if response.status_code == 503 else None
+
+        body = (await wait_for(unhealthy, what="/healthz to report the database")).json()
+        assert body["reasons"] == [
+            "database not writable: the state database is read-only: "
+            "check the permissions of the state directory"
+        ]
+        assert run.sim.state.tasks == []  # the firing waits in memory; nothing half-written
+
+        await conn.execute("PRAGMA query_only = OFF")  # the operator fixed it
+        await wait_for(lambda: len(run.sim.state.tasks) == 1, what="the held firing to be delivered")
+
+        async def healthy() -> httpx.Response | None:
+            response = await client.get("/healthz")
+            return response if response.status_code == 200 else None
+
+        assert (await wait_for(healthy, what="/healthz to recover")).json() == {"status": "ok", "reasons": []}
+        assert run.gw.firings_out == 1
