@@ -121,8 +121,9 @@ def cmd_check(path: Path) -> int:
     rules_dir = config.rules_dir if config else _raw_rules_dir(path)
     rule_count = 0
     if rules_dir is not None:
+        signals = known_signals(config) if config else _raw_signal_names(path)
         try:
-            ruleset = load_rules(rules_dir, known_signals=known_signals(config) if config else None)
+            ruleset = load_rules(rules_dir, known_signals=signals)
             rule_count = len(ruleset.rules)
         except ProblemsError as exc:
             problems.extend(exc.problems)
@@ -146,6 +147,23 @@ def _raw_rules_dir(path: Path) -> Path | None:
         rules = str(doc.data["gateway"].get("rules", rules))
     candidate = (path.parent / rules).resolve()
     return candidate if candidate.exists() else None
+
+
+def _raw_signal_names(path: Path) -> set[str] | None:
+    """Signal names as written in a gateway.yaml that did not validate, so that rules are still checked
+    against them. None (no check) when even the `sources:` section cannot be read."""
+    from gateway.yamlfile import load_yaml
+
+    doc = load_yaml(path)
+    sources = doc.data.get("sources") if isinstance(doc.data, dict) else None
+    if not isinstance(sources, dict):
+        return None
+    names = {"cmms.stock.*"}
+    for source, cfg in sources.items():
+        signals = cfg.get("signals") if isinstance(cfg, dict) else None
+        if isinstance(signals, dict):
+            names.update(f"{source}.{name}" for name in signals)
+    return names
 
 
 def _fmt_ts(ts: float | None) -> str:
