@@ -277,14 +277,24 @@ class Dispatcher:
             self._next_probe_at = float("inf")  # the probe's result sets the next one
         for item in items:
             self._inflight[item.outbox_id] = asyncio.create_task(
-                self._attempt(item), name=f"deliver:{item.outbox_id}"
+                self._attempt(item, probe=single), name=f"deliver:{item.outbox_id}"
             )
         self.status.in_flight = len(self._inflight)
         return len(items)
 
-    async def _attempt(self, item: OutboxItem) -> None:
+    def _blocked(self) -> bool:
+        """Paused, link down or held since an attempt was planned: it must not leave (unless the probe)."""
+        return (
+            self.status.state is DispatcherState.PAUSED
+            or not self.status.link_up
+            or self.clock.now() < self._hold_until
+        )
+
+    async def _attempt(self, item: OutboxItem, *, probe: bool = False) -> None:
         try:
             await self._respect_rate_limit()
+            if not probe and self._blocked():
+                return  # nothing claimed, nothing sent: the row is simply due again
             try:
                 await self.store.outbox.claim([item])  # durable before the request leaves
             except Exception as exc:
