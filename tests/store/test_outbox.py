@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -10,10 +12,23 @@ from gateway.engine.firing import Firing, Priority, TaskSpec
 from gateway.store import FiringStatus, Store
 
 
-def firing(key: str, *, rule: str = "r1", equipment: str | int = "EQ-1", priority: Priority = Priority.NORMAL,
-           while_open: str = "suppress", at: float = 1000.0) -> Firing:
-    return Firing(key=key, rule_id=rule, fired_at=at, task=TaskSpec(equipment=equipment, description="do it",
-                  assignees=(3,)), priority=priority, while_open=while_open)
+def firing(
+    key: str,
+    *,
+    rule: str = "r1",
+    equipment: str | int = "EQ-1",
+    priority: Priority = Priority.NORMAL,
+    while_open: str = "suppress",
+    at: float = 1000.0,
+) -> Firing:
+    return Firing(
+        key=key,
+        rule_id=rule,
+        fired_at=at,
+        task=TaskSpec(equipment=equipment, description="do it", assignees=(3,)),
+        priority=priority,
+        while_open=while_open,
+    )
 
 
 @pytest.fixture
@@ -42,8 +57,11 @@ async def test_open_task_suppresses_next_firing_of_same_rule_and_equipment(store
 
 async def test_high_priority_leaves_first_then_oldest(store: Store) -> None:
     await store.outbox.record_firings(
-        [firing("a", rule="a", while_open="create"), firing("b", rule="b", priority=Priority.HIGH),
-         firing("c", rule="c")]
+        [
+            firing("a", rule="a", while_open="create"),
+            firing("b", rule="b", priority=Priority.HIGH),
+            firing("c", rule="c"),
+        ]
     )
     due = await store.outbox.due(now=2000.0, limit=10)
     assert [i.firing.key for i in due] == ["b", "a", "c"]
@@ -53,12 +71,15 @@ async def test_retry_dead_and_deliver_transitions(store: Store) -> None:
     await store.outbox.record_firings([firing("a", rule="a"), firing("b", rule="b")])
     a, b = await store.outbox.due(now=1000.0, limit=10)
     await store.outbox.mark_retry(a, Delivery(Outcome.RETRY, 503, "HTTP 503"), next_attempt_at=1500.0)
-    await store.outbox.mark_dead(b, Delivery(Outcome.DEAD, 400, "bad", details={"property_errors": {"/x": []}}))
+    await store.outbox.mark_dead(
+        b, Delivery(Outcome.DEAD, 400, "bad", details={"property_errors": {"/x": []}})
+    )
     assert [i.firing.key for i in await store.outbox.due(now=1400.0, limit=10)] == []
     (again,) = await store.outbox.due(now=1500.0, limit=10)
     assert again.attempts == 1
-    await store.outbox.mark_delivered(again, Delivery(Outcome.DONE, 201), backend="mobility_work",
-                                      quota_month="2026-01")
+    await store.outbox.mark_delivered(
+        again, Delivery(Outcome.DONE, 201), backend="mobility_work", quota_month="2026-01"
+    )
     counts = await store.outbox.counts()
     assert counts["delivered"] == 1 and counts["dead"] == 1
     assert await store.outbox.quota_used("2026-01") == 1
@@ -75,4 +96,88 @@ async def test_rule_state_saved_with_firings_survives_reopen(tmp_path: Path) -> 
     s = await Store.open(tmp_path, gateway_id="gw", clock=ManualClock())
     assert await s.rules.load() == {"r1": {"next": 50000}}
     assert (await s.outbox.counts())["queued"] == 1
+    await s.close()
+
+
+async def test_a_burst_of_firings_is_one_transaction_one_commit(store: Store) -> None:
+    statements: list[str] = []
+    await store.db.conn.set_trace_callback(statements.append)
+    results = await store.outbox.record_firings(
+        [firing(f"r1:{i}", while_open="create") for i in range(500)], rule_states={"r1": {"next": 501}}
+    )
+    await store.db.conn.set_trace_callback(None)
+    assert [r.status for r in results] == [FiringStatus.QUEUED] * 500
+    assert [s for s in statements if s.split()[0] in ("BEGIN", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
+
+
+async def test_durability_pragmas(store: Store) -> None:
+    async def pragma(name: str) -> object:
+        row = await store.db.fetchone(f"PRAGMA {name}")
+        assert row is not None
+        return row[0]
+
+    assert await pragma("journal_mode") == "wal"
+    assert await pragma("synchronous") == 2  # FULL: the WAL is fsynced at every commit
+    assert await pragma("foreign_keys") == 1
+
+
+async def test_a_key_repeated_inside_one_burst_is_stored_once(store: Store) -> None:
+    a, b = await store.outbox.record_firings([firing("r1:7", while_open="create")] * 2)
+    assert (a.status, b.status) == (FiringStatus.QUEUED, FiringStatus.DUPLICATE)
+    assert await store.outbox.firing_counts() == {"queued": 1}
+
+
+async def test_a_failed_burst_writes_nothing(store: Store) -> None:
+    bad = firing("r1:2", while_open="create")
+    object.__setattr__(bad, "key", None)  # NOT NULL constraint: the whole transaction rolls back
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.outbox.record_firings([firing("r1:1", while_open="create"), bad])
+    assert await store.outbox.firing_counts() == {}
+    assert (await store.outbox.record_firings([firing("r1:1", while_open="create")]))[
+        0
+    ].status is FiringStatus.QUEUED
+
+
+async def test_a_write_cancelled_mid_transaction_leaves_the_connection_clean(store: Store) -> None:
+    started = asyncio.Event()
+
+    async def slow_write() -> None:
+        async with store.db.write() as conn:
+            await conn.execute("INSERT INTO meta(key, value) VALUES ('a', '1')")
+            started.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(slow_write())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not store.db.conn.in_transaction
+    assert await store.db.fetchall("SELECT * FROM meta WHERE key='a'") == []
+    await store.outbox.record_firings([firing("r1:1")])  # the next write works
+    assert (await store.outbox.counts())["queued"] == 1
+
+
+async def test_claim_recover_and_prune_keep_possible_duplicates(tmp_path: Path) -> None:
+    clock = ManualClock(1000.0)
+    s = await Store.open(tmp_path, gateway_id="gw", clock=clock)
+    await s.outbox.record_firings([firing("a", rule="a"), firing("b", rule="b")])
+    a, b = await s.outbox.due(now=1000.0, limit=10)
+    await s.outbox.claim([a])
+    assert [i.firing.key for i in await s.outbox.due(now=1000.0, limit=10)] == ["b"]  # claimed: not due
+    await s.outbox.mark_delivered(b, Delivery(Outcome.DONE, 201), backend="mobility_work", quota_month=None)
+    await s.close()  # a dies in flight
+
+    s = await Store.open(tmp_path, gateway_id="gw", clock=clock)
+    assert await s.outbox.recover_interrupted(quota_month=lambda ts: "2026-01") == [a.outbox_id]
+    assert await s.outbox.recover_interrupted() == []  # once
+    assert (await s.outbox.quota_usage("2026-01")).uncertain == 1
+    (again,) = await s.outbox.due(now=1000.0, limit=10)
+    await s.outbox.mark_delivered(
+        again, Delivery(Outcome.DONE, 201), backend="mobility_work", quota_month=None
+    )
+    clock.advance(100)
+    assert await s.outbox.prune_delivered(older_than=1050.0) == 1  # b goes, a (maybe duplicated) stays
+    assert [r.firing_key for r in await s.outbox.list()] == ["a"]
+    assert (await s.outbox.get(a.outbox_id)).maybe_duplicated  # type: ignore[union-attr]
     await s.close()
