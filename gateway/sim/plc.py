@@ -13,7 +13,8 @@ Modbus map (one server, two unit ids):
 
 OPC UA (namespace urn:mw-gateway:sim, index 2): ns=2;s=Press1.StrokeCounter (UInt32),
 ns=2;s=Press1.Temperature
-(Double), ns=2;s=Press1.Running (Boolean), ns=2;s=Press1.FaultWord (UInt16); browse path
+(Double), ns=2;s=Press1.Running (Boolean), ns=2;s=Press1.FaultWord (UInt16),
+ns=2;s=Press1.Recipe (String); browse path
 0:Objects/2:Press1/2:StrokeCounter and so on.
 
 The press strokes `STROKES_PER_S * speed` times a second while running; its temperature drifts around 70 °C
@@ -30,6 +31,7 @@ import random
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +267,7 @@ PRESS_NODES = {
     "Temperature": ("Double", 70.0),
     "Running": ("Boolean", True),
     "FaultWord": ("UInt16", 0),
+    "Recipe": ("String", "PART-A"),
 }
 
 
@@ -376,7 +379,12 @@ class OpcuaPlc:
             return
         vtype = getattr(ua.VariantType, variant_type or PRESS_NODES[name][0])
         code = ua.StatusCode(getattr(StatusCodes, status or "Good"))
-        await self._nodes[name].write_value(ua.DataValue(ua.Variant(value, vtype), StatusCode=code))
+        dv = ua.DataValue(
+            ua.Variant(value, vtype), StatusCode=code, SourceTimestamp=ua.DateTime(datetime.now(UTC))
+        )
+        await self._server.write_attribute_value(
+            self._nodes[name].nodeid, dv
+        )  # no type check: garbage allowed
 
     async def _simulate(self) -> None:
         loop = asyncio.get_running_loop()

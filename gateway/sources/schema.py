@@ -145,6 +145,7 @@ class OpcuaSignal(_Strict):
     node: str | None = None  # ns=2;s=Press1.StrokeCounter, i=2258, ns=3;g=..., nsu=urn:...;s=...
     browse_path: str | None = None  # 0:Objects/2:Press1/2:StrokeCounter
     sampling_interval: float | None = None
+    type: Literal["any", "number", "bool", "string"] = "any"  # anything else is a BAD sample
 
     _si = field_validator("sampling_interval", mode="before")(_duration)
 
