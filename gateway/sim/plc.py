@@ -379,9 +379,8 @@ class OpcuaPlc:
             return
         vtype = getattr(ua.VariantType, variant_type or PRESS_NODES[name][0])
         code = ua.StatusCode(getattr(StatusCodes, status or "Good"))
-        dv = ua.DataValue(
-            ua.Variant(value, vtype), StatusCode=code, SourceTimestamp=ua.DateTime(datetime.now(UTC))
-        )
+        now: Any = datetime.now(UTC)
+        dv = ua.DataValue(ua.Variant(value, vtype), StatusCode=code, SourceTimestamp=now)
         await self._server.write_attribute_value(
             self._nodes[name].nodeid, dv
         )  # no type check: garbage allowed
