@@ -175,8 +175,10 @@ class Config(_Strict):
         return (self.base_dir / self.gateway.rules).resolve()
 
     def signal_names(self) -> set[str]:
-        """Every "source.signal" name configured (wildcard MQTT signals included as written)."""
-        return {f"{src}.{sig}" for src, cfg in self.sources.items() for sig in cfg.signals}
+        """Every "source.signal" name configured. An MQTT key naming wildcard levels ("{1}_temp") is given as
+        an fnmatch glob ("oven.*_temp")."""
+        glob = re.compile(r"[{][0-9]+[}]")
+        return {f"{src}.{glob.sub('*', sig)}" for src, cfg in self.sources.items() for sig in cfg.signals}
 
     def secrets(self) -> list[str]:
         """Every secret value in the config, for the log redaction filter."""
@@ -340,7 +342,7 @@ def _check_names(doc: YamlDoc, data: Mapping[str, Any]) -> list[Problem]:
             signals = src.get("signals") if isinstance(src, Mapping) else None
             if isinstance(signals, Mapping):
                 for sig in signals:
-                    if not re.match(r"^[A-Za-z_+#][A-Za-z0-9_+#.-]*$", str(sig)):
+                    if not re.match(r"^[A-Za-z_+#{][A-Za-z0-9_+#.{}-]*$", str(sig)):
                         out.append(
                             doc.problem(
                                 ("sources", name, "signals", sig),

@@ -5,6 +5,7 @@ Pure pydantic: importing this never imports a protocol library.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -224,6 +225,27 @@ class MqttSource(_Strict):
     _ka = field_validator("keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", mode="before")(
         _duration
     )
+
+    @model_validator(mode="after")
+    def _topics(self) -> MqttSource:
+        for key, spec in self.signals.items():
+            topic = spec if isinstance(spec, str) else spec.topic
+            levels = topic.split("/")
+            if not topic or any(
+                ("#" in lv and (lv != "#" or i != len(levels) - 1)) or ("+" in lv and lv != "+")
+                for i, lv in enumerate(levels)
+            ):
+                raise ValueError(
+                    f"signal {key}: {topic!r} is not a valid topic filter "
+                    "(+ is a whole level, # the last level)"
+                )
+            wildcards = sum(lv in ("+", "#") for lv in levels)
+            for n in re.findall(r"\{(\d+)\}", key):
+                if not 1 <= int(n) <= wildcards:
+                    raise ValueError(
+                        f"signal {key}: {{{n}}} names wildcard number {n}, but {topic!r} has {wildcards}"
+                    )
+        return self
 
     @field_validator("url")
     @classmethod

@@ -1,0 +1,248 @@
+"""MQTT subscriptions with aiomqtt (over paho-mqtt).
+
+How a source runs:
+
+- One client per source, built inside the running loop; on any connection error the client is dropped and a
+  new `async with` is entered after a backoff with jitter. The client id is fixed (default
+  `mw-gateway-<gateway id>-<source>`) and the session persistent (`clean_session: false`), so the broker keeps
+  our subscriptions and queues QoS 1 messages while we are away, as long as the broker itself keeps running.
+- A signal's key may name the levels a wildcard matched: `"{1}_temp": {topic: plant/+/temp}` gives the
+  signal `oven.line1_temp` for a message on plant/line1/temp. `{1}`, `{2}`... are the wildcards of the filter
+  in order; a `#` placeholder is the rest of the topic with its levels joined by dots.
+- A payload is a number, a string or a boolean as text, or JSON with a dotted path (`json: data.temp`,
+  `json: values.0`); `timestamp:` is a dotted path to the sample's time (Unix seconds or milliseconds, or ISO
+  8601). Anything that does not decode as configured is a BAD sample with the reason, logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+import aiomqtt
+
+from gateway.clock import Clock, SystemClock
+from gateway.sources._common import Backoff, Link, Sink, quiet_library_logger
+from gateway.sources.base import Emit, SourceStats, Value
+from gateway.sources.schema import MqttSignal, MqttSource
+
+log = logging.getLogger(__name__)
+
+_PLACEHOLDER = re.compile(r"\{(\d+)\}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_TRUE = {"true", "1", "on", "yes"}
+_FALSE = {"false", "0", "off", "no"}
+
+
+class _Garbage(ValueError):
+    """The payload does not hold what the signal is configured for."""
+
+
+def match_topic(topic_filter: str, topic: str) -> list[str] | None:
+    """The levels the wildcards of topic_filter matched in topic (a `#` gives the rest, joined by '/'), or
+    None when the topic does not match."""
+    f_levels = topic_filter.split("/")
+    t_levels = topic.split("/")
+    captured: list[str] = []
+    if topic.startswith("$") and f_levels[0] in ("+", "#"):
+        return None  # $SYS and friends are not matched by a leading wildcard
+    for i, level in enumerate(f_levels):
+        if level == "#":
+            captured.append("/".join(t_levels[i:]))
+            return captured
+        if i >= len(t_levels):
+            return None
+        if level == "+":
+            captured.append(t_levels[i])
+        elif level != t_levels[i]:
+            return None
+    return captured if len(f_levels) == len(t_levels) else None
+
+
+def signal_name(key: str, captured: list[str]) -> str:
+    """The signal key with its {n} placeholders replaced by the matched levels (made safe for rule names)."""
+
+    def fill(m: re.Match[str]) -> str:
+        level = captured[int(m.group(1)) - 1]
+        return _UNSAFE.sub("_", level.replace("/", "."))
+
+    return _PLACEHOLDER.sub(fill, key)
+
+
+def _walk(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.lstrip("-").isdigit() and -len(data) <= int(part) < len(data):
+            data = data[int(part)]
+        else:
+            raise _Garbage(f"no {path!r} in the payload")
+    return data
+
+
+def _as_type(value: Any, kind: str) -> Value:
+    if kind == "string":
+        if isinstance(value, dict | list):
+            raise _Garbage(f"expected a string, got {type(value).__name__}")
+        return value if isinstance(value, str) else json.dumps(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise _Garbage(f"expected a boolean, got {str(value)[:40]!r}")
+    # number
+    if isinstance(value, bool):
+        raise _Garbage(f"expected a number, got {str(value).lower()}")
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            raise _Garbage(f"expected a number, got {text[:40]!r}") from None
+    raise _Garbage(f"expected a number, got {type(value).__name__}")
+
+
+def _timestamp(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return value / 1000.0 if value > 1e11 else float(value)  # milliseconds when absurdly far for seconds
+    if isinstance(value, str):
+        try:
+            stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                return _timestamp(float(value))
+            except ValueError:
+                pass
+        else:
+            return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    raise _Garbage(f"timestamp {str(value)[:40]!r} is neither Unix seconds/milliseconds nor ISO 8601")
+
+
+def decode_payload(payload: bytes, signal: MqttSignal) -> tuple[Value, float | None]:
+    """(value, timestamp or None). Raises _Garbage with a reason a person can act on."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Garbage("the payload is not UTF-8 text") from None
+    stamp: float | None = None
+    if signal.json_path is not None or signal.timestamp is not None:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise _Garbage(f"the payload is not JSON: {text[:40]!r}") from None
+        raw = _walk(data, signal.json_path) if signal.json_path is not None else data
+        if signal.timestamp is not None:
+            stamp = _timestamp(_walk(data, signal.timestamp))
+    else:
+        raw = text
+    return _as_type(raw, signal.type), stamp
+
+
+class MqttConnector:
+    """A Source subscribed to topics of one MQTT broker."""
+
+    def __init__(
+        self, name: str, config: MqttSource, *, clock: Clock | None = None, gateway_id: str = "mw-gateway"
+    ) -> None:
+        quiet_library_logger("mqtt")
+        self.name = name
+        self.config = config
+        self.stats = SourceStats()
+        self._clock = clock or SystemClock()
+        self.signals: dict[str, MqttSignal] = {
+            key: MqttSignal(topic=spec) if isinstance(spec, str) else spec
+            for key, spec in config.signals.items()
+        }
+        url = urlparse(config.url)
+        self._tls = url.scheme == "mqtts"
+        self._host = url.hostname or "localhost"
+        self._port = url.port or (8883 if self._tls else 1883)
+        self.client_id = config.client_id or f"mw-gateway-{gateway_id}-{name}"
+        self._what = f"mqtt source {name} ({url.scheme}://{self._host}:{self._port})"
+        self._link = Link(self._what, log, self.stats)
+        self._seen: set[str] = {f"{name}.{key}" for key in self.signals if not _PLACEHOLDER.search(key)}
+
+    def signal_names(self) -> list[str]:
+        """Full names; a key with placeholders is given as an fnmatch glob (`oven.*_temp`)."""
+        return [f"{self.name}.{_PLACEHOLDER.sub('*', key)}" for key in self.signals]
+
+    def _subscriptions(self) -> dict[str, int]:
+        subs: dict[str, int] = {}
+        for spec in self.signals.values():
+            qos = self.config.qos if spec.qos is None else spec.qos
+            subs[spec.topic] = max(qos, subs.get(spec.topic, 0))
+        return subs
+
+    def _client(self) -> aiomqtt.Client:
+        cfg = self.config
+        tls = None
+        if self._tls:
+            tls = aiomqtt.TLSParameters(ca_certs=cfg.ca, certfile=cfg.certificate, keyfile=cfg.private_key)
+        return aiomqtt.Client(
+            self._host,
+            self._port,
+            identifier=self.client_id,
+            clean_session=cfg.clean_session,
+            username=cfg.username,
+            password=cfg.password.get_secret_value() if cfg.password else None,
+            tls_params=tls,
+            keepalive=max(int(cfg.keepalive), 1),
+            timeout=cfg.timeout,
+        )
+
+    async def run(self, emit: Emit) -> None:
+        sink = Sink(emit, self.stats, self._clock, log, self.name)
+        backoff = Backoff(initial_s=self.config.reconnect_delay, max_s=self.config.reconnect_max_delay)
+        subscriptions = self._subscriptions()
+        while True:
+            try:
+                async with self._client() as client:
+                    for topic, qos in subscriptions.items():
+                        await client.subscribe(topic, qos=qos)
+                    self._link.up()
+                    backoff.reset()
+                    async for message in client.messages:
+                        self.stats.reads += 1
+                        self._on_message(str(message.topic), bytes(message.payload or b""), sink)
+            except aiomqtt.MqttError as exc:
+                reason = str(exc) or type(exc).__name__
+            except OSError as exc:  # TLS files unreadable, DNS, ...
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                reason = "the broker closed the connection"
+            self.stats.errors += 1
+            if self._link.down(reason):
+                sink.all_bad(sorted(self._seen), f"link down: {reason}")
+            await asyncio.sleep(backoff.next())
+
+    def _on_message(self, topic: str, payload: bytes | bytearray, sink: Sink) -> None:
+        if isinstance(payload, bytearray):
+            payload = bytes(payload)
+        for key, spec in self.signals.items():
+            captured = match_topic(spec.topic, topic)
+            if captured is None:
+                continue
+            name = f"{self.name}.{signal_name(key, captured)}"
+            self._seen.add(name)
+            try:
+                value, stamp = decode_payload(payload, spec)
+            except _Garbage as exc:
+                sink.garbage(name, f"{exc} (topic {topic})")
+                continue
+            sink.good(name, value, stamp)
