@@ -1,0 +1,198 @@
+"""Sources: Modbus requests per poll cycle against the minimum, samples per second into the engine queue,
+CPU per 1,000 register reads. A real pymodbus server (gateway.sim.plc) and, when installed, a real mosquitto
+on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import statistics
+import time
+from typing import Any
+
+from gateway.sim.plc import run_modbus_press
+from gateway.sources.base import Sample
+from gateway.sources.modbus import MAX_BITS, MAX_REGISTERS, ModbusConnector
+from gateway.sources.schema import ModbusSource, MqttSource
+
+Row = tuple[str, str, str]
+
+
+def _signals_300() -> dict[str, Any]:
+    signals: dict[str, Any] = {}
+    signals.update({f"h{a}": {"holding": a} for a in range(100)})
+    signals.update({f"f{a}": {"holding": a, "type": "float32"} for a in range(100, 200, 2)})
+    signals.update({f"i{a}": {"holding": a, "type": "int32"} for a in range(300, 400, 2)})
+    signals.update({f"in{a}": {"input": a} for a in range(0, 100, 2)})
+    signals.update({f"c{a}": {"coil": a} for a in range(0, 500, 10)})
+    return signals
+
+
+def _minimum(src: ModbusConnector) -> int:
+    """The lower bound, computed from the signals and not from the plan: per unit and table, every run of
+    neighbours (gaps within max_gap) needs ceil(span / protocol limit) requests."""
+    spans: dict[tuple[int, str], list[tuple[int, int]]] = {}
+    for p in src.points:
+        spans.setdefault((p.unit, p.table), []).append((p.address, p.end))
+    lower = 0
+    for (_unit, table), ranges in spans.items():
+        limit = MAX_BITS if table in ("coil", "discrete") else MAX_REGISTERS
+        ranges.sort()
+        start, end = ranges[0]
+        for a, b in ranges[1:]:
+            if a - end > src.config.max_gap:
+                lower += -(-(end - start) // limit)
+                start = a
+            end = max(end, b)
+        lower += -(-(end - start) // limit)
+    return lower
+
+
+def _modbus_config(port: int, signals: dict[str, Any], poll: float) -> ModbusSource:
+    return ModbusSource.model_validate(
+        {
+            "protocol": "modbus",
+            "host": "127.0.0.1",
+            "port": port,
+            "poll": poll,
+            "timeout": 1,
+            "signals": signals,
+        }
+    )
+
+
+async def _modbus_rows() -> list[Row]:
+    rows: list[Row] = []
+    async with run_modbus_press(units=(1,), simulate=False) as plc:
+        src = ModbusConnector("bench", _modbus_config(plc.port, _signals_300(), poll=3600))
+        seen = asyncio.Event()
+        count = 0
+
+        def emit(_s: Sample) -> None:
+            nonlocal count
+            count += 1
+            if count >= 300:
+                seen.set()
+
+        task = asyncio.create_task(src.run(emit))
+        await asyncio.wait_for(seen.wait(), 30)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        rows.append(
+            (
+                "modbus requests per poll cycle (300 signals, 1 unit)",
+                str(len(plc.requests)),
+                f"minimum {_minimum(src)}",
+            )
+        )
+
+        # samples per second into the engine queue, polling as fast as the link allows
+        plc.requests.clear()
+        queue: asyncio.Queue[Sample] = asyncio.Queue()
+        fast = ModbusConnector("bench", _modbus_config(plc.port, _signals_300(), poll=0.0001))
+        task = asyncio.create_task(fast.run(queue.put_nowait))
+        await asyncio.sleep(0.3)  # warm up
+        n0, cpu0, t0 = queue.qsize(), time.process_time(), time.perf_counter()
+        regs0 = sum(r.count for r in plc.requests if r.function_code in (3, 4))
+        await asyncio.sleep(2.0)
+        n1, cpu1, t1 = queue.qsize(), time.process_time(), time.perf_counter()
+        regs1 = sum(r.count for r in plc.requests if r.function_code in (3, 4))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        rows.append(
+            (
+                "modbus samples/s into the engine queue",
+                f"{(n1 - n0) / (t1 - t0):,.0f}",
+                "loopback, poll as fast as possible",
+            )
+        )
+        per_k = (cpu1 - cpu0) * 1000 / max((regs1 - regs0) / 1000, 1e-9)
+        rows.append(
+            (
+                "modbus CPU per 1,000 register reads",
+                f"{per_k:.2f} ms",
+                "client + in-process pymodbus server, one core",
+            )
+        )
+    return rows
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _mqtt_rows() -> list[Row]:
+    mosquitto = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if shutil.which("/usr/sbin/mosquitto") else None
+    )
+    if mosquitto is None:
+        return [("mqtt samples/s into the engine queue", "n/a", "mosquitto not installed")]
+    import aiomqtt
+
+    from gateway.sources.mqtt import MqttConnector
+
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        mosquitto, "-p", str(port), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        for _ in range(200):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            await asyncio.sleep(0.02)
+        config = MqttSource.model_validate(
+            {
+                "protocol": "mqtt",
+                "url": f"mqtt://127.0.0.1:{port}",
+                "clean_session": True,
+                "signals": {"{1}": {"topic": "bench/+", "json": "v"}},
+            }
+        )
+        src = MqttConnector("mq", config, gateway_id="bench")
+        queue: asyncio.Queue[Sample] = asyncio.Queue()
+        task = asyncio.create_task(src.run(queue.put_nowait))
+        while src.stats.link.value != "up":  # noqa: ASYNC110 (a benchmark: polling is fine)
+            await asyncio.sleep(0.01)
+        total = 20_000
+        rates = []
+        async with aiomqtt.Client("127.0.0.1", port, max_queued_outgoing_messages=0) as pub:
+            for _ in range(3):
+                start_n = queue.qsize()
+                t0 = time.perf_counter()
+                for i in range(total):
+                    await pub.publish(f"bench/s{i % 100}", b'{"v": %d}' % i, qos=0)
+                while queue.qsize() - start_n < total * 0.99:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+                rates.append((queue.qsize() - start_n) / (time.perf_counter() - t0))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return [
+            (
+                "mqtt samples/s into the engine queue",
+                f"{statistics.median(rates):,.0f}",
+                "JSON payloads, QoS 0, 100 topics",
+            )
+        ]
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+def run() -> list[Row]:
+    async def main() -> list[Row]:
+        return [*await _modbus_rows(), *await _mqtt_rows()]
+
+    return asyncio.run(main())
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(" | ".join(row))
