@@ -192,7 +192,8 @@ async def demo_main(*, seconds: float | None, port: int | None, speed: float | N
             helpers.append(asyncio.create_task(_play_technician(sim, say)))
             if seconds is None:
                 await asyncio.Event().wait()
-            await asyncio.sleep(seconds)
+            else:
+                await asyncio.sleep(seconds)
 
         try:
             await serve(gw, until=until())

@@ -103,7 +103,7 @@ class _Builder:
             # Re-resolve the type after substitution only for plain (unquoted) scalars: `port: ${PORT}` is an
             # int.
             if node.style is None:
-                resolved_tag = self.loader.resolve(ScalarNode, text, (True, False))
+                resolved_tag = self.loader.resolve(ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
                 return self.loader.construct_object(
                     ScalarNode(resolved_tag, text, node.start_mark, node.end_mark)
                 )

@@ -17,8 +17,9 @@ class _Strict(BaseModel):
 
 
 class HttpClientOptions(_Strict):
-    """How the gateway talks to a CMMS over HTTP. Short connect timeout, long read timeout: a POST that reached
-    the server should get its answer, which keeps the "committed but the response was lost" window small."""
+    """How the gateway talks to a CMMS over HTTP. Short connect timeout, long read timeout: a POST that
+    reached the server should get its answer, which keeps the "committed but the response was lost" window
+    small."""
 
     connect_timeout: float = 5.0
     read_timeout: float = 60.0

@@ -43,7 +43,7 @@ MIGRATIONS: list[tuple[int, str]] = [
             created_at       REAL NOT NULL,
             updated_at       REAL NOT NULL,
             delivered_at     REAL,
-            delivered_by     TEXT,              -- backend kind that delivered it (dry_run rows are shadow tasks)
+            delivered_by     TEXT,              -- backend kind that delivered it (dry_run: shadow tasks)
             last_status_code INTEGER,
             last_error       TEXT,
             last_details     TEXT,              -- the server's error body, verbatim JSON
