@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import random
+import statistics
 import tempfile
 import time
 import tracemalloc
@@ -21,6 +22,7 @@ from gateway.sources.base import Quality, Sample
 N_SIGNALS = 10_000
 N_RULES = 1_000
 N_SAMPLES = 300_000
+PAIRS = 7
 T0 = 1_767_225_600.0
 
 
@@ -69,12 +71,14 @@ def _samples(rng: random.Random) -> list[Sample]:
     noisy around an operating point with rare excursions over the thresholds (a rule firing is a CMMS task:
     rare by nature); fault words are mostly 0; counters grow by 0..40 per second."""
     out = []
+    # One name object per signal, as a source emits them (the configured name, not a new string per sample).
+    names = [_signal(i) for i in range(N_SIGNALS)]
     counters = [rng.randrange(0, 4000) for _ in range(N_SIGNALS)]
     for k in range(N_SAMPLES):
         i = k % N_SIGNALS
         t = T0 + k // N_SIGNALS
         if rng.random() < 0.01:
-            out.append(Sample(_signal(i), None, t, Quality.BAD))
+            out.append(Sample(names[i], None, t, Quality.BAD))
             continue
         kind = _kind(i)
         value: float | int
@@ -85,23 +89,23 @@ def _samples(rng: random.Random) -> list[Sample]:
             value = 8 if rng.random() < 0.001 else rng.choice([0, 0, 0, 1])
         else:
             value = 99.0 if rng.random() < 0.001 else rng.gauss(50.0, 8.0)
-        out.append(Sample(_signal(i), value, t))
+        out.append(Sample(names[i], value, t))
     return out
 
 
 def _bare_loop(samples: list[Sample], index: dict[str, float]) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     n = 0
     for s in samples:
         threshold = index.get(s.signal)
         if threshold is not None and s.quality is Quality.GOOD and s.value > threshold:  # type: ignore[operator]
             n += 1
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def _engine_loop(engine: Engine, batches: list[tuple[float, list[Sample]]]) -> tuple[float, int]:
     """What the app does: process every sample as it comes, tick once a second."""
-    start = time.perf_counter()
+    start = time.process_time()
     fired = 0
     process = engine.process
     for now, batch in batches:
@@ -110,7 +114,7 @@ def _engine_loop(engine: Engine, batches: list[tuple[float, list[Sample]]]) -> t
             if out:
                 fired += len(out)
         fired += len(engine.tick(now))
-    return time.perf_counter() - start, fired
+    return time.process_time() - start, fired
 
 
 def _batches(samples: list[Sample]) -> list[tuple[float, list[Sample]]]:
@@ -125,9 +129,9 @@ def run() -> list[tuple[str, str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "bench.yaml").write_text(_rules_yaml(rng), encoding="utf-8")
-        t = time.perf_counter()
+        t = time.process_time()
         ruleset = load_rules(folder)
-        load_s = time.perf_counter() - t
+        load_s = time.process_time() - t
         gc.collect()
         tracemalloc.start()
         start_mem = tracemalloc.get_traced_memory()[0]
@@ -154,29 +158,39 @@ def run() -> list[tuple[str, str, str]]:
     batches = _batches(samples)
     engine = Engine(ruleset, gateway_id="bench")
     _engine_loop(engine, batches[:2])  # warm-up
-    bare = min(_bare_loop(samples, index) for _ in range(3))
-    best = None
+    # Paired runs (bare loop, then engine, back to back) and the median of the per-pair ratios: on a shared,
+    # noisy machine a neighbour's burst hits both halves of a pair alike, not one side of a min-of-N.
+    bares: list[float] = []
+    engines: list[float] = []
+    ratios: list[float] = []
     fired = 0
-    for _ in range(3):
+    for _ in range(PAIRS):
+        bare = _bare_loop(samples, index)
         engine = Engine(ruleset, gateway_id="bench")
         elapsed, fired = _engine_loop(engine, batches)
-        best = elapsed if best is None else min(best, elapsed)
-    assert best is not None
-    bare_rate = N_SAMPLES / bare
-    engine_rate = N_SAMPLES / best
+        bares.append(bare)
+        engines.append(elapsed)
+        ratios.append(bare / elapsed)
+    bare_rate = N_SAMPLES / statistics.median(bares)
+    engine_rate = N_SAMPLES / statistics.median(engines)
+    ratio = statistics.median(ratios)
     touched = sum(1 for s in samples if s.signal in index) / N_SAMPLES
     return [
         (
             "engine: samples/s (1,000 rules, 10,000 signals)",
             f"{engine_rate:,.0f}",
-            f"one core; a tick per simulated second; {touched:.0%} of samples reach a rule; {fired} firings",
+            f"median, CPU time; a tick per simulated second; {touched:.0%} of samples reach a rule; {fired} fired",
         ),
         (
             "engine: bare loop samples/s (dict look-up + compare)",
             f"{bare_rate:,.0f}",
-            "same samples, same run",
+            "median, CPU time; same samples, same run",
         ),
-        ("engine: ratio to the bare loop", f"{engine_rate / bare_rate:.2f}", "goal >= 0.50"),
+        (
+            "engine: ratio to the bare loop",
+            f"{ratio:.2f}",
+            f"median of {PAIRS} back-to-back pairs (range {min(ratios):.2f}-{max(ratios):.2f}); goal >= 0.50",
+        ),
         ("engine: load + compile 1,000 rules", f"{load_s * 1000:.0f} ms", "YAML, validation, templates"),
         (
             "engine: memory per rule",

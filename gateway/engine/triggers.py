@@ -77,6 +77,8 @@ def _is_number(v: object) -> bool:
 class RuleRuntime:
     """Common part: identity, cooldown, firing construction."""
 
+    __slots__ = ("c", "id", "host", "cooldown_s", "cooldown_until", "swallowed", "last_fired_at")
+
     needs_tick = False
 
     def __init__(self, compiled: CompiledRule, host: Host) -> None:
@@ -247,6 +249,8 @@ class CounterRuntime(RuleRuntime):
     over two thresholds makes two firings, keyed by their thresholds.
     """
 
+    __slots__ = ("every", "wrap", "signal", "unit", "last", "total", "next")
+
     def __init__(self, compiled: CompiledRule, host: Host) -> None:
         super().__init__(compiled, host)
         when = compiled.rule.when
@@ -359,6 +363,8 @@ class HoursRuntime(RuleRuntime):
     the gateway's own downtime never count. Each multiple of `every` hours fires once.
     """
 
+    __slots__ = ("every_s", "signal", "acc_s", "next_s", "on", "last_t", "ctx")
+
     needs_tick = True
 
     def __init__(self, compiled: CompiledRule, host: Host) -> None:
@@ -468,6 +474,8 @@ class LatchedRuntime(RuleRuntime):
     Without `for`, IDLE goes straight to FIRING. The firing key is the rule id + the time the condition began.
     """
 
+    __slots__ = ("for_s", "needs_tick", "phase", "since", "start_evidence")
+
     def __init__(self, compiled: CompiledRule, host: Host, for_s: float) -> None:
         super().__init__(compiled, host)
         self.for_s = for_s
@@ -566,6 +574,8 @@ class LatchedRuntime(RuleRuntime):
 
 
 class SignalRuntime(LatchedRuntime):
+    __slots__ = ("signal", "cond", "reset", "limit", "mask")
+
     def __init__(self, compiled: CompiledRule, host: Host) -> None:
         when = compiled.rule.when
         assert isinstance(when, SignalWhen)
@@ -610,6 +620,8 @@ class SignalRuntime(LatchedRuntime):
 
 
 class AboveRuntime(SignalRuntime):
+    __slots__ = ()
+
     def on_sample(self, sample: Sample, now: float) -> Firings:
         if self.phase is _IDLE and sample.quality is GOOD:
             v = sample.value
@@ -619,6 +631,8 @@ class AboveRuntime(SignalRuntime):
 
 
 class BelowRuntime(SignalRuntime):
+    __slots__ = ()
+
     def on_sample(self, sample: Sample, now: float) -> Firings:
         if self.phase is _IDLE and sample.quality is GOOD:
             v = sample.value
@@ -628,6 +642,8 @@ class BelowRuntime(SignalRuntime):
 
 
 class BitRuntime(SignalRuntime):
+    __slots__ = ()
+
     def on_sample(self, sample: Sample, now: float) -> Firings:
         if self.phase is _IDLE and sample.quality is GOOD:
             v = sample.value
@@ -711,6 +727,8 @@ def expr_evidence(c: CompiledRule, values: Mapping[str, Sample]) -> tuple[Eviden
 
 
 class ExprRuntime(LatchedRuntime):
+    __slots__ = ("ctx",)
+
     def __init__(self, compiled: CompiledRule, host: Host) -> None:
         when = compiled.rule.when
         assert isinstance(when, ExprWhen)
@@ -735,6 +753,8 @@ class StaleRuntime(RuleRuntime):
     """`stale` + `for`: no good sample for `for`, counted from the last good sample, or from the engine's
     start when none was seen since (the gateway's own downtime is not the machine's silence). Fires once, then
     re-arms on the next good sample. Bad samples do not reset the timer: they are not good samples."""
+
+    __slots__ = ("signal", "for_s", "phase", "last_good", "started")
 
     needs_tick = True
 
