@@ -179,7 +179,7 @@ def run() -> list[tuple[str, str, str]]:
         (
             "engine: samples/s (1,000 rules, 10,000 signals)",
             f"{engine_rate:,.0f}",
-            f"median, CPU time; a tick per simulated second; {touched:.0%} of samples reach a rule; {fired} fired",
+            f"median, CPU time; a tick per simulated s; {touched:.0%} of samples reach a rule; {fired} fired",
         ),
         (
             "engine: bare loop samples/s (dict look-up + compare)",

@@ -77,7 +77,7 @@ def _is_number(v: object) -> bool:
 class RuleRuntime:
     """Common part: identity, cooldown, firing construction."""
 
-    __slots__ = ("c", "id", "host", "cooldown_s", "cooldown_until", "swallowed", "last_fired_at")
+    __slots__ = ("c", "cooldown_s", "cooldown_until", "host", "id", "last_fired_at", "swallowed")
 
     needs_tick = False
 
@@ -249,7 +249,7 @@ class CounterRuntime(RuleRuntime):
     over two thresholds makes two firings, keyed by their thresholds.
     """
 
-    __slots__ = ("every", "wrap", "signal", "unit", "last", "total", "next")
+    __slots__ = ("every", "last", "next", "signal", "total", "unit", "wrap")
 
     def __init__(self, compiled: CompiledRule, host: Host) -> None:
         super().__init__(compiled, host)
@@ -363,7 +363,7 @@ class HoursRuntime(RuleRuntime):
     the gateway's own downtime never count. Each multiple of `every` hours fires once.
     """
 
-    __slots__ = ("every_s", "signal", "acc_s", "next_s", "on", "last_t", "ctx")
+    __slots__ = ("acc_s", "ctx", "every_s", "last_t", "next_s", "on", "signal")
 
     needs_tick = True
 
@@ -574,7 +574,7 @@ class LatchedRuntime(RuleRuntime):
 
 
 class SignalRuntime(LatchedRuntime):
-    __slots__ = ("signal", "cond", "reset", "limit", "mask")
+    __slots__ = ("cond", "limit", "mask", "reset", "signal")
 
     def __init__(self, compiled: CompiledRule, host: Host) -> None:
         when = compiled.rule.when
@@ -754,7 +754,7 @@ class StaleRuntime(RuleRuntime):
     start when none was seen since (the gateway's own downtime is not the machine's silence). Fires once, then
     re-arms on the next good sample. Bad samples do not reset the timer: they are not good samples."""
 
-    __slots__ = ("signal", "for_s", "phase", "last_good", "started")
+    __slots__ = ("for_s", "last_good", "phase", "signal", "started")
 
     needs_tick = True
 
