@@ -1,0 +1,40 @@
+"""Fault campaigns: `python -m torture [NAME ...]` (power_cut, outage, links, input, disk).
+
+Each campaign is a module with `async def run(report: Report) -> None`; it is bounded in time and count, runs
+on loopback only, and records every verified property with `report.check(ok, what)`. These are not part of
+`make test` (too long); see docs/reliability.md for what each one proves and the last run's figures.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Report:
+    name: str
+    passed: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def check(self, ok: bool, what: str) -> bool:
+        """One verified property; a failure is printed at once and listed again at the end."""
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+            self.failures.append(what)
+            print(f"  [{self.name}] FAILED: {what}", flush=True)
+        return ok
+
+    def fact(self, text: str) -> None:
+        """A figure worth printing (counts, durations), not a pass/fail."""
+        self.facts.append(text)
+        print(f"  [{self.name}] {text}", flush=True)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
