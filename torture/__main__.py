@@ -34,7 +34,10 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             report.check(False, "the campaign itself crashed (traceback above)")
         reports.append(report)
-        print(f"== {name}: {report.passed} passed, {report.failed} failed ({report.elapsed_s:.0f}s)\n", flush=True)
+        print(
+            f"== {name}: {report.passed} passed, {report.failed} failed ({report.elapsed_s:.0f}s)\n",
+            flush=True,
+        )
     print("Summary")
     for r in reports:
         print(f"  {r.name:<10} {r.passed:>5} passed, {r.failed:>3} failed  ({r.elapsed_s:.0f}s)")

@@ -60,7 +60,9 @@ async def _campaign(report: Report, rng: random.Random, tmp: Path) -> None:
         config = write_config(
             tmp, mw_url=sim.url, api_key=API_KEY, http_port=http_port, plc_port=plc.port, rules=RULES
         )
-        text = config.read_text().replace("dispatcher:\n", "dispatcher:\n  rate_limit: 500\n  concurrency: 8\n")
+        text = config.read_text().replace(
+            "dispatcher:\n", "dispatcher:\n  rate_limit: 500\n  concurrency: 8\n"
+        )
         config.write_text(text.replace("plan: premium", "plan: ultimate"))
         state_dir = tmp / "state"
         gw = GatewayProcess(config, env={"MW_API_KEY": API_KEY}, http_port=http_port)
@@ -111,7 +113,9 @@ async def _campaign(report: Report, rng: random.Random, tmp: Path) -> None:
             await sim.up()
             await gw.wait_healthy_http()
             final = strokes
-            await wait_for(lambda: last_key(state_dir) == final, timeout_s=60, what=f"the firing of stroke {final}")
+            await wait_for(
+                lambda: last_key(state_dir) == final, timeout_s=60, what=f"the firing of stroke {final}"
+            )
             await wait_for(lambda: undelivered(state_dir) == 0, timeout_s=120, what="every row delivered")
         finally:
             for t in tasks:
@@ -128,10 +132,14 @@ async def _campaign(report: Report, rng: random.Random, tmp: Path) -> None:
         keys = [str(r[0]) for r in db_rows(state_dir, "SELECT key FROM firings")]
         steps = sorted(int(float(k.split(":", 1)[1])) for k in keys)
         missing = sorted(set(range(1, final + 1)) - set(steps))
-        report.check(not missing, f"nothing lost: one firing per counter step 1..{final} (missing {missing[:10]})")
+        report.check(
+            not missing, f"nothing lost: one firing per counter step 1..{final} (missing {missing[:10]})"
+        )
         report.check(len(set(keys)) == len(keys), "no firing key stored twice")
         (outbox,) = db_rows(state_dir, "SELECT COUNT(*), COUNT(DISTINCT firing_id) FROM outbox")
-        report.check(outbox == (len(keys), len(keys)), f"one outbox row per firing (rows, distinct: {outbox})")
+        report.check(
+            outbox == (len(keys), len(keys)), f"one outbox row per firing (rows, distinct: {outbox})"
+        )
         rows = db_rows(
             state_dir,
             "SELECT f.uuid, o.status, o.maybe_committed FROM firings f JOIN outbox o ON o.firing_id = f.id",
@@ -140,11 +148,17 @@ async def _campaign(report: Report, rng: random.Random, tmp: Path) -> None:
         report.check(set(statuses) == {"delivered"}, f"every row delivered ({dict(statuses)})")
         flagged = {str(uid) for uid, _, maybe in rows if maybe}
         per_firing = Counter(t.metadata.get("firing") for t in sim.state.tasks)
-        report.check(set(per_firing) == {str(uid) for uid, _, _ in rows}, "every firing is a task in the CMMS")
+        report.check(
+            set(per_firing) == {str(uid) for uid, _, _ in rows}, "every firing is a task in the CMMS"
+        )
         duplicated = {uid for uid, n in per_firing.items() if n > 1}
-        report.check(duplicated <= flagged, f"every duplicate task flagged on its row ({len(duplicated)} duplicates)")
+        report.check(
+            duplicated <= flagged, f"every duplicate task flagged on its row ({len(duplicated)} duplicates)"
+        )
         lost = {r.body["metadata"]["firing"] for r in sim.state.requests if r.fault == "commit_lost"}
         report.check(bool(lost), f"commit_lost exercised ({len(lost)} firings)")
         report.check(lost <= flagged, "every committed-but-lost request flagged maybe_committed")
-        report.fact(f"{len(per_firing)} firings delivered, {len(duplicated)} duplicate tasks, {len(flagged)} flagged")
+        report.fact(
+            f"{len(per_firing)} firings delivered, {len(duplicated)} duplicate tasks, {len(flagged)} flagged"
+        )
         report.check("Traceback" not in gw.output, "no traceback in the gateway's log")
