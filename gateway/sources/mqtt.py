@@ -33,6 +33,7 @@ from gateway.sources.base import Emit, SourceStats, Value
 from gateway.sources.schema import MqttSignal, MqttSource
 
 log = logging.getLogger(__name__)
+_PAHO_LOG = "gateway.sources.mqtt.paho"  # paho logs every socket error at ERROR: DEBUG material for us
 
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -160,7 +161,7 @@ class MqttConnector:
     def __init__(
         self, name: str, config: MqttSource, *, clock: Clock | None = None, gateway_id: str = "mw-gateway"
     ) -> None:
-        quiet_library_logger("mqtt")
+        quiet_library_logger(_PAHO_LOG)
         self.name = name
         self.config = config
         self.stats = SourceStats()
@@ -204,6 +205,7 @@ class MqttConnector:
             tls_params=tls,
             keepalive=max(int(cfg.keepalive), 1),
             timeout=cfg.timeout,
+            logger=logging.getLogger(_PAHO_LOG),
         )
 
     async def run(self, emit: Emit) -> None:
