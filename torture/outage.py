@@ -96,7 +96,8 @@ async def run(report: Report) -> None:
                     clock.advance(STEP_S)
                 counts = await store.outbox.counts()
                 report.fact(
-                    f"{made} firings ({highs} high) queued over 24 simulated hours in {time.monotonic() - t0:.0f}s;"
+                    f"{made} firings ({highs} high) queued over 24 simulated hours"
+                    f" in {time.monotonic() - t0:.0f}s;"
                     f" {attempts_down} attempts while down"
                 )
                 waiting = counts.get("queued", 0) + counts.get("retrying", 0)
@@ -112,7 +113,8 @@ async def run(report: Report) -> None:
                 took = time.monotonic() - t1
                 tasks = sim.state.tasks
                 report.fact(
-                    f"{len(tasks)} tasks delivered after the outage in {took:.0f}s ({len(tasks) / took:.0f}/s)"
+                    f"{len(tasks)} tasks delivered after the outage in {took:.0f}s"
+                    f" ({len(tasks) / took:.0f}/s)"
                 )
                 # The last 10% of the quota is kept for priority high: every high one left, normal ones
                 # stopped at 90% of the quota.
@@ -134,7 +136,8 @@ async def run(report: Report) -> None:
                 first_normal = rules.index("normal")
                 report.check(
                     last_high < highs + 16 and first_normal >= highs - 16,
-                    f"high priority first (last high at {last_high}, first normal at {first_normal}, {highs} high)",
+                    f"high priority first (last high at {last_high}, first normal at {first_normal},"
+                    f" {highs} high)",
                 )
 
                 clock.set(datetime(2026, 2, 1, 0, 1, tzinfo=UTC).timestamp())  # 01:01 in Paris: February
