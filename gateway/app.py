@@ -160,7 +160,13 @@ class Gateway:
         from gateway.sources.registry import build_source
 
         for name, src_cfg in self.config.sources.items():
-            source = build_source(name, src_cfg, clock=self.clock, state_dir=self.config.state_dir)
+            source = build_source(
+                name,
+                src_cfg,
+                clock=self.clock,
+                state_dir=self.config.state_dir,
+                gateway_id=self.config.gateway.id,
+            )
             self.sources[name] = source
             self._source_tasks[name] = asyncio.create_task(self._supervise(source), name=f"source:{name}")
 

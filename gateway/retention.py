@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.disk import DISK_CHECK_INTERVAL_S, DiskStatus, check_disk, human_bytes
 from gateway.errors import StoreError
@@ -39,11 +39,7 @@ async def prune(store: Store, *, now: float, retention_s: float) -> Pruned:
     """Delete what is older than `now - retention_s`. Returns how many rows went."""
     cutoff = now - retention_s
     rows = await store.outbox.prune_delivered(older_than=cutoff)
-    events = 0
-    ledger: Any = getattr(store, "ledger", None)
-    prune_events = getattr(ledger, "prune_events", None)
-    if prune_events is not None:
-        events = int(await prune_events(older_than=cutoff))
+    events = await store.ledger.prune_events(older_than=cutoff)
     result = Pruned(outbox_rows=rows, webhook_events=events)
     if result.total:
         log.info(

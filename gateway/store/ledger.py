@@ -334,6 +334,26 @@ class Ledger:
         row = await self._db.fetchone(sql, params)
         return int(row[0]) if row else 0
 
+    async def latest_events(self, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest webhook events first, without their bodies (for the status page)."""
+        rows = await self._db.fetchall(
+            "SELECT id, source, event, dedupe_key, received_at, task_id, known FROM webhook_events"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {
+                "id": r["id"],
+                "source": r["source"],
+                "event": r["event"],
+                "dedupe_key": r["dedupe_key"],
+                "received_at": r["received_at"],
+                "task_id": r["task_id"],
+                "known": bool(r["known"]),
+            }
+            for r in rows
+        ]
+
     async def events(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         rows = await self._db.fetchall(
             "SELECT id, source, event, dedupe_key, received_at, task_id, known, body FROM webhook_events"

@@ -6,8 +6,6 @@ and /api/status all use it.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +39,7 @@ class FiringLog:
             "key": firing.key,
             "firing": result.uuid,
             "fired_at": firing.fired_at,
-            "status": str(getattr(result.status, "value", result.status)),
+            "status": result.status.value,
             "suppressed_by": result.suppressed_by,
             "description": firing.task.description,
         }
@@ -62,9 +60,8 @@ def firing_log(gw: Gateway) -> FiringLog:
 
 
 def _disk(gw: Gateway) -> DiskStatus:
-    housekeeping = getattr(gw, "housekeeping", None)
-    last = getattr(housekeeping, "disk", None)
-    if isinstance(last, DiskStatus) and getattr(housekeeping, "disk_fresh", False):
+    last = gw.housekeeping.disk
+    if isinstance(last, DiskStatus) and gw.housekeeping.disk_fresh:
         return last
     return check_disk(gw.config.state_dir)
 
@@ -79,9 +76,11 @@ async def health(gw: Gateway, *, outbox_counts: dict[str, int] | None = None) ->
     disk = _disk(gw)
     if disk.problem:
         reasons.append(disk.problem)
-    store_error = getattr(getattr(gw, "housekeeping", None), "store_error", None)
+    store_error = gw.housekeeping.store_error
     if store_error:
         reasons.append(f"database not writable: {store_error}")
+    if not status.link_up:
+        reasons.append(f"CMMS unreachable: {status.link_error}; tasks stay queued and leave when it answers")
     down = sorted(n for n, s in gw.sources.items() if s.stats.link.value == "down")
     if down:
         reasons.append(f"sources down: {', '.join(down)}")
@@ -95,17 +94,6 @@ async def health(gw: Gateway, *, outbox_counts: dict[str, int] | None = None) ->
                 f"{(now - since) / 60:.0f} min"
             )
     return {"status": "unhealthy" if reasons else "ok", "reasons": reasons}
-
-
-async def _maybe(obj: Any, name: str, **kwargs: Any) -> Any:
-    """Call `obj.name(**kwargs)` when another part provides it (awaiting it if needed), else None."""
-    fn = getattr(obj, name, None)
-    if fn is None:
-        return None
-    result = fn(**kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 def _plain(value: Any) -> Any:
@@ -123,32 +111,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-async def _webhooks(gw: Gateway) -> list[Any]:
+async def _webhooks(gw: Gateway) -> list[dict[str, Any]]:
     """The latest webhook events, newest first, without their bodies."""
-    ledger = getattr(gw.store, "ledger", None)
-    rows = await _maybe(ledger, "latest_events", limit=LATEST_WEBHOOKS)
-    if rows is None and ledger is not None:
-        # Until the ledger offers latest_events(): events() is oldest first, so only while the table is small.
-        count = await ledger.event_count()
-        rows = list(reversed(await ledger.events(limit=1000)))[:LATEST_WEBHOOKS] if count <= 1000 else []
-    out = []
-    for row in rows or []:
-        item = _plain(row)
-        if isinstance(item, dict):
-            item = {k: v for k, v in item.items() if k != "body"}
-        out.append(item)
-    return out
+    return await gw.store.ledger.latest_events(limit=LATEST_WEBHOOKS)
 
 
 async def _discrepancies(gw: Gateway) -> list[dict[str, Any]]:
     """Reconciliation problems of the firings of the last DISCREPANCY_WINDOW_S, newest first."""
-    try:
-        reconcile = importlib.import_module("gateway.reconcile")
-    except ImportError:
-        return []
-    build_report = getattr(reconcile, "build_report", None)
-    if build_report is None:
-        return []
+    from gateway.reconcile import build_report
+
     report = await build_report(gw.store, since=gw.clock.now() - DISCREPANCY_WINDOW_S)
     out = [
         {
