@@ -104,6 +104,15 @@ def reconcile_firing(firing: FiringRow, tasks: list[TaskRow], movements: list[Mo
                     "message": f"{len(ids)} tasks for one firing: {', '.join(ids)}",
                 }
             )
+        if firing.maybe_committed and len(tasks) <= 1:
+            problems.append(
+                {
+                    "code": "possible_duplicate",
+                    "attempts": firing.maybe_committed,
+                    "message": f"{firing.maybe_committed} delivery attempt(s) may have reached the CMMS without an"
+                    " answer: look for a second task whose metadata.firing is this firing",
+                }
+            )
         if state == "completed":
             missing = sorted(a for a in expected if consumed.get(a, 0) <= EPSILON)
             if missing:

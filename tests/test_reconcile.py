@@ -192,3 +192,27 @@ async def test_cli_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert [r["key"] for r in out["rows"]] == ["belt:1"]
     assert await cmd_reconcile(config, fmt="json", since="not a date") == 2
     assert "--since" in capsys.readouterr().err
+
+
+async def test_an_attempt_whose_answer_was_lost_is_a_possible_duplicate(store: Store) -> None:
+    from gateway.cmms.base import Delivery, Outcome
+
+    (rec,) = await store.outbox.record_firings([firing("oil:1", "oil", at=T0)])
+    (item,) = await store.outbox.due(now=T0 + 86400, limit=1)
+    lost = Delivery(Outcome.RETRY, error="read timeout", maybe_committed=True)
+    await store.outbox.mark_retry(item, lost, next_attempt_at=T0 + 86400)
+    (item,) = await store.outbox.due(now=T0 + 86400, limit=1)
+    await store.outbox.mark_delivered(
+        item, Delivery(Outcome.DONE, 201), backend="mobility_work", quota_month=None
+    )
+    events = Events(store)
+    await events.task("t9", "scheduled", rec.uuid)
+
+    (row,) = (await build_report(store))["rows"]
+    assert [p["code"] for p in row["discrepancies"]] == ["possible_duplicate"]
+    assert row["discrepancies"][0]["attempts"] == 1
+
+    # When the second task shows up, it is a proven duplicate rather than a possible one.
+    await events.task("t10", "scheduled", rec.uuid)
+    (row,) = (await build_report(store))["rows"]
+    assert [p["code"] for p in row["discrepancies"]] == ["duplicate_task"]

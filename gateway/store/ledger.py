@@ -201,6 +201,7 @@ class FiringRow:
     task_state: str | None
     outbox_status: str | None
     body: dict[str, Any]
+    maybe_committed: int = 0  # delivery attempts that may have reached the CMMS without our seeing the answer
 
 
 class Ledger:
@@ -423,7 +424,8 @@ class Ledger:
     async def firings(self, *, since: float | None = None, rule: str | None = None) -> list[FiringRow]:
         sql = (
             "SELECT f.uuid, f.key, f.rule_id, f.equipment, f.fired_at, f.status, f.suppressed_by, f.task_id,"
-            " f.task_state, f.body, o.status AS outbox_status FROM firings f"
+            " f.task_state, f.body, o.status AS outbox_status, COALESCE(o.maybe_committed, 0) AS maybe_committed"
+            " FROM firings f"
             " LEFT JOIN outbox o ON o.firing_id = f.id WHERE 1=1"
         )
         params: list[Any] = []
@@ -449,6 +451,7 @@ class Ledger:
                     task_state=r["task_state"],
                     outbox_status=r["outbox_status"],
                     body=json.loads(r["body"]),
+                    maybe_committed=int(r["maybe_committed"]),
                 )
             )
         return out
