@@ -109,8 +109,8 @@ def reconcile_firing(firing: FiringRow, tasks: list[TaskRow], movements: list[Mo
                 {
                     "code": "possible_duplicate",
                     "attempts": firing.maybe_committed,
-                    "message": f"{firing.maybe_committed} delivery attempt(s) may have reached the CMMS without an"
-                    " answer: look for a second task whose metadata.firing is this firing",
+                    "message": f"{firing.maybe_committed} delivery attempt(s) may have reached the CMMS"
+                    " without an answer: look for a second task whose metadata.firing is this firing",
                 }
             )
         if state == "completed":

@@ -424,8 +424,8 @@ class Ledger:
     async def firings(self, *, since: float | None = None, rule: str | None = None) -> list[FiringRow]:
         sql = (
             "SELECT f.uuid, f.key, f.rule_id, f.equipment, f.fired_at, f.status, f.suppressed_by, f.task_id,"
-            " f.task_state, f.body, o.status AS outbox_status, COALESCE(o.maybe_committed, 0) AS maybe_committed"
-            " FROM firings f"
+            " f.task_state, f.body, o.status AS outbox_status,"
+            " COALESCE(o.maybe_committed, 0) AS maybe_committed FROM firings f"
             " LEFT JOIN outbox o ON o.firing_id = f.id WHERE 1=1"
         )
         params: list[Any] = []
