@@ -212,12 +212,6 @@ class Amage(_Harness):
             [(r.json["uuid"], r.status) for r in self.state.requests if r.path.endswith("/work-orders/add")]
         )
 
-    def plan_creates(self) -> dict[str, list[int | None]]:
-        marker = "/add-workorder-elementtype-plan/"
-        return _group(
-            [(r.path.rpartition("/")[2], r.status) for r in self.state.requests if marker in r.path]
-        )
-
     def check(self, firing: str, key: str, expected: Expected, body: dict[str, Any]) -> None:
         assert body["uuid"] == firing  # the gateway chose it: a retried add cannot make a second order
         assert body["description"] == expected.description

@@ -273,7 +273,7 @@ async def test_one_rule_set_any_cmms(tmp_path: Path, free_port: Callable[[], int
         assert not any(r["maybe_committed"] for r in rows)
 
         if isinstance(cmms, DryRun):
-            await check_dry_run(cmms, config, rows, firings, scenario)
+            await check_dry_run(cmms, config, firings, scenario)
             return
 
         # Exactly one object per firing in the CMMS, each accepted by exactly one request.
@@ -294,7 +294,6 @@ async def test_one_rule_set_any_cmms(tmp_path: Path, free_port: Callable[[], int
 async def check_dry_run(
     cmms: DryRun,
     config: Path,
-    rows: list[dict[str, Any]],
     firings: dict[str, tuple[str, Expected]],
     scenario: Scenario,
 ) -> None:
