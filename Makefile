@@ -33,8 +33,8 @@ deps-system:
 test: $(TSTAMP) deps-system lint typecheck unit rules-test
 
 lint: $(TSTAMP)
-	$(BIN)/ruff check gateway tests bench
-	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check gateway tests bench torture
+	$(BIN)/ruff format --check gateway tests bench torture
 
 typecheck: $(TSTAMP)
 	$(BIN)/mypy
