@@ -57,6 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--since", help="only firings from this date (YYYY-MM-DD or ISO 8601)")
     p.add_argument("--rule", help="only this rule id")
+    p = sub.add_parser(
+        "bulk",
+        help="Mobility Work bulk updates (spare parts, stock, equipment, locations) from a CSV or JSON file",
+        epilog=_bulk_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config(p)
+    p.add_argument(
+        "operation",
+        choices=sorted(_bulk_operations()),
+        metavar="OPERATION",
+        help=", ".join(sorted(_bulk_operations())),
+    )
+    p.add_argument(
+        "file", type=Path, metavar="FILE", help="CSV (header = column names) or JSON list of objects"
+    )
+    p.add_argument(
+        "--currency", help="currency of unit_price when the file has no currency column (e.g. EUR)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the requests that would be sent; send nothing"
+    )
     p = sub.add_parser("mw-sim", help="the Mobility Work API simulator on its own")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="simulator options (see mw-gateway mw-sim --help)")
     return parser
@@ -86,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(seconds=args.seconds, port=args.port, speed=args.speed)
         if args.command == "outbox":
             return asyncio.run(cmd_outbox(args))
+        if args.command == "bulk":
+            from gateway.bulk import cmd_bulk
+
+            config = _config_or_exit(resolve_config_path(args.config))
+            return asyncio.run(
+                cmd_bulk(config, args.operation, args.file, currency=args.currency, dry_run=args.dry_run)
+            )
         if args.command == "reconcile":
             from gateway.reconcile import cmd_reconcile
 
@@ -97,6 +126,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     return 2
+
+
+def _bulk_epilog() -> str:
+    from gateway.bulk import describe_operations
+
+    lines = ["columns of each operation (CSV header or JSON keys):"]
+    lines += [f"  {name}: {', '.join(cols)}" for name, cols in describe_operations().items()]
+    return "\n".join(lines)
+
+
+def _bulk_operations() -> list[str]:
+    from gateway.bulk import OPERATIONS
+
+    return list(OPERATIONS)
 
 
 def _config_or_exit(path: Path) -> Config:
