@@ -35,8 +35,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     async def main() -> None:
         async with running_receiver(tmp, port, webhook_secret=SECRET, max_body_bytes=64 * 1024):
             ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
+            await asyncio.to_thread(stop.wait)
 
     def run() -> None:
         try:
