@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -38,3 +39,14 @@ class Report:
     @property
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "torture"
+
+
+def keep_log(name: str, text: str) -> Path:
+    """Keep a process's log after the campaign's temporary directory is gone (test-artifacts/ is ignored)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    path.write_text(text, encoding="utf-8")
+    return path
