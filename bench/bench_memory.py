@@ -1,0 +1,227 @@
+"""Memory: the resident set (RSS) of the real `mw-gateway run` idle and with 10,000 signals and 1,000 rules;
+the engine and store after one hour of simulated load (no growth); and which protocol libraries are imported
+for which configuration (only those a configured source needs).
+
+RSS is read from /proc/<pid>/status (VmRSS) once the gateway is up and has read every signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.sim.mobility_work import run_mobility_work_sim
+from gateway.sim.plc import run_modbus_press
+from tests.conftest import _free_port
+from tests.e2e.helpers import REPO, GatewayProcess, wait_for, write_config
+
+API_KEY = "bench-memory-key-0123456789"
+PROTOCOL_LIBS = ("pymodbus", "asyncua", "aiomqtt", "paho")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def big_sources(plc_port: int) -> str:
+    """10,000 signals: units 1 and 2 fully (2,000 holding + 2,000 input registers each), 2,000 on unit 3."""
+    out = []
+    for unit, tables in ((1, ("holding", "input")), (2, ("holding", "input")), (3, ("holding",))):
+        signals = "".join(
+            f"      {t[0]}{a}: {{{t}: {a}, type: uint16}}\n" for t in tables for a in range(2000)
+        )
+        out.append(
+            f"  u{unit}:\n    protocol: modbus\n    host: 127.0.0.1\n    port: {plc_port}\n    unit: {unit}\n"
+            f"    poll: 1s\n    signals:\n{signals}"
+        )
+    return "".join(out)
+
+
+BIG_RULES = "".join(
+    f"- id: r{i}\n  when: {{signal: u{1 + i % 3}.h{i}, above: 60000, reset_below: 50000}}\n"
+    f"  task: {{equipment: EQ-0001, assignees: [3], description: 'Rule {i}: {{{{ value }}}}'}}\n"
+    for i in range(1000)
+)
+
+
+async def gateway_rss(big: bool) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
+        http_port = _free_port()
+        async with (
+            run_mobility_work_sim(api_key=API_KEY) as sim,
+            run_modbus_press(simulate=False, units=(1, 2, 3)) as plc,
+        ):
+            rules = BIG_RULES if big else "[]\n"
+            config = write_config(
+                Path(tmp),
+                mw_url=sim.url,
+                api_key=API_KEY,
+                http_port=http_port,
+                plc_port=plc.port,
+                rules=rules,
+            )
+            if big:
+                text = config.read_text()
+                config.write_text(
+                    text[: text.index("sources:\n") + len("sources:\n")] + big_sources(plc.port)
+                )
+            gw = GatewayProcess(config, env={"MW_API_KEY": API_KEY}, http_port=http_port)
+            gw.start()
+            try:
+                await gw.wait_healthy_http(timeout_s=60)
+
+                async def samples() -> int:
+                    async with httpx.AsyncClient() as client:
+                        body = (
+                            await client.get(f"http://127.0.0.1:{http_port}/api/status", timeout=10)
+                        ).json()
+                    return sum(int(s["samples"]) for s in body["sources"])
+
+                want = 20_000 if big else 4  # every signal read at least twice
+                await wait_for(lambda: samples(), timeout_s=5)
+                await wait_for(lambda: _ge(samples(), want), timeout_s=60, what=f"{want} samples")
+                await asyncio.sleep(3.0)
+                assert gw.proc is not None
+                return rss_mib(gw.proc.pid), await samples()
+            finally:
+                gw.stop()
+
+
+async def _ge(n: Any, want: int) -> bool:
+    return bool(await n >= want)
+
+
+LOAD = textwrap.dedent(
+    """
+    import asyncio, gc, json, random, sys, tempfile
+    from pathlib import Path
+    from bench import bench_engine as b
+    from bench.bench_memory import rss_mib
+    from gateway.clock import ManualClock
+    from gateway.engine.engine import Engine
+    from gateway.engine.loader import load_rules
+    from gateway.store import Store
+
+    async def main():
+        rng = random.Random(42)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "r.yaml").write_text(b._rules_yaml(rng))
+            ruleset = load_rules(Path(tmp))
+            samples = b._samples(rng)  # 30 sweeps of the 10,000 signals
+            clock = ManualClock(b.T0)
+            store = await Store.open(Path(tmp) / "state", gateway_id="bench", clock=clock)
+            engine = Engine(ruleset, gateway_id="bench")
+            out = {}
+            fired = 0
+            for minute in range(60):
+                for k in range(0, len(samples), b.N_SIGNALS):  # one sweep per simulated second
+                    now = clock.now()
+                    firings = []
+                    for s in samples[k:k + b.N_SIGNALS]:
+                        f = engine.process(s, now)
+                        if f:
+                            firings.extend(f)
+                    firings.extend(engine.tick(now))
+                    if firings:
+                        await store.outbox.record_firings(firings)
+                        fired += len(firings)
+                    clock.advance(2.0)  # 30 sweeps every 2 s: a minute
+                if minute in (9, 59):
+                    gc.collect()
+                    out[str(minute + 1)] = rss_mib(__import__("os").getpid())
+            await store.close()
+            out["fired"] = fired
+            print(json.dumps(out))
+
+    asyncio.run(main())
+    """
+)
+
+IMPORTS = textwrap.dedent(
+    """
+    import json, sys
+    from gateway.config import load_config
+    from gateway.sources.registry import build_source
+    import gateway.app, gateway.cli  # everything the gateway imports at start
+    config = load_config(sys.argv[1], env={"MW_API_KEY": "k" * 24})
+    for name, source in config.sources.items():
+        build_source(name, source)
+    libs = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[2].split(",")))
+    print(json.dumps(libs))
+    """
+)
+
+
+def imported_libs(tmp: Path, sources: str) -> list[str]:
+    config = write_config(
+        tmp, mw_url="http://127.0.0.1:9", api_key="k" * 24, http_port=8080, plc_port=502, rules="[]\n"
+    )
+    text = config.read_text()
+    config.write_text(text[: text.index("sources:\n")] + sources)
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORTS, str(config), ",".join(PROTOCOL_LIBS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return list(json.loads(out.stdout))
+
+
+def run() -> list[tuple[str, str, str]]:
+    idle, _ = asyncio.run(gateway_rss(big=False))
+    big, n = asyncio.run(gateway_rss(big=True))
+    load = subprocess.run([sys.executable, "-c", LOAD], cwd=REPO, capture_output=True, text=True, check=True)
+    after = json.loads(load.stdout)
+    rows = [
+        ("memory: RSS idle (1 Modbus source, 2 signals)", f"{idle:.1f} MiB", "mw-gateway run, VmRSS"),
+        (
+            "memory: RSS with 10,000 signals and 1,000 rules",
+            f"{big:.1f} MiB",
+            f"3 Modbus sources, poll 1 s; {n:,} samples",
+        ),
+        (
+            "memory: engine+store RSS at 10 / 60 simulated min",
+            f"{after['10']:.1f} / {after['60']:.1f} MiB",
+            f"1,000 rules, 10,000 signals every 2 s (18M samples), {after['fired']} firings stored;"
+            f" growth {after['60'] - after['10']:+.1f} MiB",
+        ),
+    ]
+    modbus = "sources:\n  p:\n    protocol: modbus\n    host: 127.0.0.1\n    signals: {a: {holding: 0}}\n"
+    opcua = (
+        "sources:\n  o:\n    protocol: opcua\n    url: opc.tcp://127.0.0.1:4840\n    signals: {a: ns=2;i=1}\n"
+    )
+    mqtt = "sources:\n  m:\n    protocol: mqtt\n    url: mqtt://127.0.0.1:1883\n    signals: {a: x/y}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, src, want in (
+            ("none", "sources: {}\n", []),
+            ("modbus", modbus, ["pymodbus"]),
+            ("opcua", opcua, ["asyncua"]),
+            ("mqtt", mqtt, ["aiomqtt", "paho"]),
+        ):
+            libs = imported_libs(Path(tmp), src)
+            verdict = "ok" if libs == want else f"UNEXPECTED (wanted {want})"
+            rows.append(
+                (
+                    f"memory: protocol libraries imported, {label} configured",
+                    ", ".join(libs) or "none",
+                    verdict,
+                )
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    for metric, value, note in run():
+        print(f"{metric:<55} {value:>14}  {note}")
