@@ -435,7 +435,13 @@ def run_gateway(config_path: Path) -> int:
         setup_logging()
         for problem in exc.problems:
             log.error("%s", problem)
-        log.error("not starting: %d problems (run `mw-gateway check -c %s`)", len(exc.problems), config_path)
+        count = len(exc.problems)
+        log.error(
+            "not starting: %d problem%s (run `mw-gateway check -c %s`)",
+            count,
+            "" if count == 1 else "s",
+            config_path,
+        )
         return 1
     setup_logging(fmt=config.logging.format, level=config.logging.level, secrets=config.secrets())
     gateway = Gateway(config, rules)

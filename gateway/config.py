@@ -307,12 +307,14 @@ def problems_from_validation(
         clean = _clean_loc(loc)
         if kind in {"union_tag_invalid", "union_tag_not_found"}:
             ctx = err.get("ctx", {})
-            msg = (
-                f"{ctx.get('discriminator', 'kind')} must be one of {ctx.get('expected_tags', '?')}"
-                if kind == "union_tag_invalid"
-                else f"missing {ctx.get('discriminator', 'kind')}:"
-            )
-            out.append(doc.problem(clean, msg.replace("'", "")))
+            field = str(ctx.get("discriminator", "kind")).strip("'")
+            expected = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
+            if kind == "union_tag_invalid":
+                msg = f"{field}: {ctx.get('tag')!r} is not one of {', '.join(expected)}"
+                msg += _did_you_mean(str(ctx.get("tag")), expected)
+                out.append(doc.problem((*clean, field), msg))
+            else:
+                out.append(doc.problem(clean, f"missing {field}: (one of {', '.join(expected)})"))
             continue
         # A signal may be a string or a mapping: report only the mapping branch's errors, once.
         if (clean, err["msg"]) in seen:
@@ -358,6 +360,19 @@ def load_config(
 ) -> Config:
     """Load and validate gateway.yaml. Raises ConfigError with every problem at once."""
     path = Path(path)
+    if text is None and not path.exists():
+        raise ConfigError(
+            [
+                Problem(
+                    str(path),
+                    0,
+                    0,
+                    f"no configuration file here ({path.resolve()}): write one "
+                    "(see the README's configuration reference), pass -c FILE, or set "
+                    f"{CONFIG_ENV_VAR}",
+                )
+            ]
+        )
     doc = load_yaml(path, env=dict(os.environ) if env is None else env, text=text)
     problems = list(doc.problems)
     if doc.data is None and not problems:

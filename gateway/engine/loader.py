@@ -94,7 +94,15 @@ def rule_files(paths: Path | str | Sequence[Path | str]) -> tuple[list[Path], li
         elif path.is_file():
             files.append(path)
         else:
-            problems.append(Problem(str(path), 0, 0, "no such rule file or folder"))
+            problems.append(
+                Problem(
+                    str(path),
+                    0,
+                    0,
+                    "no such rule file or folder: create it and put *.yaml rule "
+                    "files in it (see docs/rules.md), or point gateway.rules at your rules",
+                )
+            )
     return files, problems
 
 
