@@ -79,15 +79,31 @@ def _consumed(movements: list[MovementRow]) -> dict[str, float]:
     return {article: q for article, q in out.items() if abs(q) > EPSILON}
 
 
-def reconcile_firing(firing: FiringRow, tasks: list[TaskRow], movements: list[MovementRow]) -> dict[str, Any]:
+# A task's TaskWasScheduled webhook normally follows its creation within seconds; until this long after the
+# delivery, a firing without a task is "awaiting the webhook", not "never scheduled".
+SCHEDULED_GRACE_S = 600.0
+
+
+def reconcile_firing(
+    firing: FiringRow, tasks: list[TaskRow], movements: list[MovementRow], *, now: float | None = None
+) -> dict[str, Any]:
     """One row of the report (pure)."""
     primary = next((t for t in tasks if t.task_id == firing.task_id), tasks[0] if tasks else None)
     expected = _expected(firing)
     consumed = _consumed(movements)
     state = "suppressed" if firing.status == "suppressed" else (firing.task_state or None)
     problems: list[dict[str, Any]] = []
+    awaiting = (
+        not tasks
+        and firing.outbox_status == "delivered"
+        and firing.delivered_at is not None
+        and now is not None
+        and now - firing.delivered_at < SCHEDULED_GRACE_S
+    )
+    if awaiting:
+        state = "awaiting_webhook"
     if firing.status != "suppressed":
-        if not tasks:
+        if not tasks and not awaiting:
             problems.append(
                 {
                     "code": "never_scheduled",
@@ -230,7 +246,7 @@ async def build_report(
     for firing in firings:
         tasks = tasks_by_firing.get(firing.uuid, [])
         movements = [mv for t in tasks for mv in by_task.get(t.task_id, [])]
-        rows.append(reconcile_firing(firing, tasks, movements))
+        rows.append(reconcile_firing(firing, tasks, movements, now=store.clock.now() if now is None else now))
     return {
         "generated_at": iso(store.clock.now() if now is None else now),
         "filters": {"since": iso(since), "rule": rule},

@@ -216,3 +216,25 @@ async def test_an_attempt_whose_answer_was_lost_is_a_possible_duplicate(store: S
     await events.task("t10", "scheduled", rec.uuid)
     (row,) = (await build_report(store))["rows"]
     assert [p["code"] for p in row["discrepancies"]] == ["duplicate_task"]
+
+
+async def test_a_delivered_firing_awaits_its_webhook_before_it_is_never_scheduled(tmp_path: Path) -> None:
+    from gateway.cmms.base import Delivery, Outcome
+    from gateway.reconcile import SCHEDULED_GRACE_S
+
+    clock = ManualClock(T0)
+    s = await Store.open(tmp_path / "grace", gateway_id="gw", clock=clock)
+    try:
+        await s.outbox.record_firings([firing("oil:1", "oil", at=T0)])
+        (item,) = await s.outbox.due(now=T0, limit=1)
+        await s.outbox.mark_delivered(
+            item, Delivery(Outcome.DONE, 201), backend="mobility_work", quota_month=None
+        )
+        clock.advance(SCHEDULED_GRACE_S - 1)
+        (row,) = (await build_report(s))["rows"]
+        assert (row["task_state"], row["discrepancies"]) == ("awaiting_webhook", [])
+        clock.advance(2)
+        (row,) = (await build_report(s))["rows"]
+        assert [p["code"] for p in row["discrepancies"]] == ["never_scheduled"]
+    finally:
+        await s.close()

@@ -202,6 +202,7 @@ class FiringRow:
     outbox_status: str | None
     body: dict[str, Any]
     maybe_committed: int = 0  # delivery attempts that may have reached the CMMS without our seeing the answer
+    delivered_at: float | None = None
 
 
 class Ledger:
@@ -425,7 +426,7 @@ class Ledger:
         sql = (
             "SELECT f.uuid, f.key, f.rule_id, f.equipment, f.fired_at, f.status, f.suppressed_by, f.task_id,"
             " f.task_state, f.body, o.status AS outbox_status,"
-            " COALESCE(o.maybe_committed, 0) AS maybe_committed FROM firings f"
+            " COALESCE(o.maybe_committed, 0) AS maybe_committed, o.delivered_at FROM firings f"
             " LEFT JOIN outbox o ON o.firing_id = f.id WHERE 1=1"
         )
         params: list[Any] = []
@@ -452,6 +453,7 @@ class Ledger:
                     outbox_status=r["outbox_status"],
                     body=json.loads(r["body"]),
                     maybe_committed=int(r["maybe_committed"]),
+                    delivered_at=r["delivered_at"],
                 )
             )
         return out

@@ -180,21 +180,24 @@ async def test_webhooks_and_reconciliation_discrepancies_show_up(tmp_path, free_
             return body if body["outbox"]["counts"]["delivered"] == 1 else None
 
         before = await wait_for(delivered, what="the delivery")
-        # Delivered, but the CMMS has not said which task it became: the reconciliation says so.
-        assert [(d["kind"], d["rule"]) for d in before["discrepancies"]] == [
-            ("never_scheduled", "press1-lubrication")
-        ]
+        # Delivered seconds ago: the CMMS's TaskWasScheduled is awaited, which is not a discrepancy yet.
+        assert before["discrepancies"] == []
         assert before["webhooks"] == []
 
         run.sim.set_webhook_target(run.url + "/webhooks/mobility-work")
-        sent = await run.sim.send_webhook("TaskWasScheduled", task_id=run.sim.state.tasks[0].id)
+        task_id = run.sim.state.tasks[0].id
+        sent = await run.sim.send_webhook("TaskWasScheduled", task_id=task_id)
+        assert sent.status == 200, sent.error
+        sent = await run.sim.send_webhook("SparePartWasConsumed", task_id=task_id, article="BEARING-6204")
         assert sent.status == 200, sent.error
         after = (await client.get("/api/status")).json()
         page = (await client.get("/")).text
         metrics = (await client.get("/metrics")).text
 
-    assert [w["event"] for w in after["webhooks"]] == ["TaskWasScheduled"]
-    assert after["webhooks"][0]["task_id"] == run.sim.state.tasks[0].id
-    assert after["discrepancies"] == []
-    assert "TaskWasScheduled" in page
+    assert [w["event"] for w in after["webhooks"]] == ["SparePartWasConsumed", "TaskWasScheduled"]
+    assert after["webhooks"][1]["task_id"] == run.sim.state.tasks[0].id
+    assert [(d["kind"], d["rule"]) for d in after["discrepancies"]] == [
+        ("unexpected_part", "press1-lubrication")
+    ]
+    assert "TaskWasScheduled" in page and "BEARING-6204" in page
     assert 'mw_gateway_webhooks_total{event="TaskWasScheduled",result="accepted"} 1.0' in metrics
