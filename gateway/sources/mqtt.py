@@ -17,6 +17,7 @@ How a source runs:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 
 from gateway.clock import Clock, SystemClock
 from gateway.sources._common import Backoff, Link, Sink, quiet_library_logger
@@ -39,6 +41,27 @@ _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _TRUE = {"true", "1", "on", "yes"}
 _FALSE = {"false", "0", "off", "no"}
+
+
+class _PahoLog(logging.Logger):
+    """paho's logger for one connection attempt, a child of gateway.sources.mqtt.paho (quiet by default).
+
+    It remembers paho's first error: when the broker drops the connection before its CONNACK (a TLS broker
+    refusing a missing or unknown client certificate does so after the handshake), paho only logs why and
+    aiomqtt would wait for its timeout and report "Operation timed out"."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(_PAHO_LOG)
+        self.parent = logging.getLogger(_PAHO_LOG)
+        self.first_error = ""
+        self.failed = asyncio.Event()
+        self._loop = loop
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level >= logging.ERROR and not self.first_error:
+            self.first_error = str(msg) % args if args else str(msg)
+            self._loop.call_soon_threadsafe(self.failed.set)  # paho may log from its connect thread
+        super().log(level, msg, *args, **kwargs)
 
 
 class _Garbage(ValueError):
@@ -190,7 +213,7 @@ class MqttConnector:
             subs[spec.topic] = max(qos, subs.get(spec.topic, 0))
         return subs
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self, paho_log: logging.Logger) -> aiomqtt.Client:
         cfg = self.config
         tls = None
         if self._tls:
@@ -205,8 +228,28 @@ class MqttConnector:
             tls_params=tls,
             keepalive=max(int(cfg.keepalive), 1),
             timeout=cfg.timeout,
-            logger=logging.getLogger(_PAHO_LOG),
+            logger=paho_log,
         )
+
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> aiomqtt.Client:
+        """A connected client whose exit is on the stack. Fails as soon as paho reports the connection lost
+        before the broker accepted it, with paho's reason instead of aiomqtt's timeout."""
+        paho_log = _PahoLog(asyncio.get_running_loop())
+        client = self._client(paho_log)
+        entering = asyncio.ensure_future(stack.enter_async_context(client))
+        failed = asyncio.ensure_future(paho_log.failed.wait())
+        try:
+            await asyncio.wait((entering, failed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+            if not entering.done():
+                entering.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await entering
+        if entering.cancelled():
+            reason = paho_log.first_error
+            raise aiomqtt.MqttError(f"the broker closed the connection before accepting it: {reason}")
+        return entering.result()
 
     async def run(self, emit: Emit) -> None:
         sink = Sink(emit, self.stats, self._clock, log, self.name)
@@ -214,7 +257,8 @@ class MqttConnector:
         subscriptions = self._subscriptions()
         while True:
             try:
-                async with self._client() as client:
+                async with contextlib.AsyncExitStack() as stack:
+                    client = await self._connect(stack)
                     for topic, qos in subscriptions.items():
                         await client.subscribe(topic, qos=qos)
                     self._link.up()
@@ -222,6 +266,8 @@ class MqttConnector:
                     async for message in client.messages:
                         self.stats.reads += 1
                         self._on_message(str(message.topic), bytes(message.payload or b""), sink)
+            except MqttConnectError as exc:  # a CONNACK refusing us: bad login, client id not allowed, ...
+                reason = f"the broker refused the connection: {exc}"
             except aiomqtt.MqttError as exc:
                 reason = str(exc) or type(exc).__name__
             except OSError as exc:  # TLS files unreadable, DNS, ...

@@ -1,0 +1,325 @@
+"""MQTT over TLS (`mqtts://`) against a real mosquitto broker with a CA, a server certificate, required client
+certificates and a password file, all made by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.sources.base import LinkState, Quality
+from gateway.sources.mqtt import MqttConnector
+from gateway.sources.registry import build_source
+from gateway.sources.schema import MqttSource
+from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running
+
+FAST = {"reconnect_delay": 0.05, "reconnect_max_delay": 0.2, "keepalive": 5, "timeout": 3}
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+PASSWORD = "Tls-s3cret-pw"  # the test broker's password, checked never to reach the log
+WRONG_PASSWORD = "Wr0ng-pw-guess"
+
+
+# ---------------------------------------------------------------- a small PKI
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path  # a CA the broker does not know
+    rogue_cert: Path  # a client certificate signed by other_ca
+    rogue_key: Path
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())  # fast to make, and mosquitto/OpenSSL take it
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return path
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> Path:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def _ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = _key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _leaf(
+    name: str,
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    usage: x509.ObjectIdentifier,
+    san: list[x509.GeneralName] | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = _key()
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    folder = tmp_path_factory.mktemp("pki")
+    ca, ca_key = _ca("mw-gateway test CA")
+    server, server_key = _leaf(
+        "localhost",
+        ca,
+        ca_key,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    client, client_key = _leaf("gateway", ca, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH)
+    other_ca, other_ca_key = _ca("some other CA")
+    rogue, rogue_key = _leaf("gateway", other_ca, other_ca_key, ExtendedKeyUsageOID.CLIENT_AUTH)
+    return Pki(
+        ca=_write_cert(folder / "ca.pem", ca),
+        server_cert=_write_cert(folder / "server.pem", server),
+        server_key=_write_key(folder / "server.key", server_key),
+        client_cert=_write_cert(folder / "client.pem", client),
+        client_key=_write_key(folder / "client.key", client_key),
+        other_ca=_write_cert(folder / "other-ca.pem", other_ca),
+        rogue_cert=_write_cert(folder / "rogue.pem", rogue),
+        rogue_key=_write_key(folder / "rogue.key", rogue_key),
+    )
+
+
+# ---------------------------------------------------------------- the broker
+
+
+@dataclass
+class TlsBroker:
+    port: int
+    process: asyncio.subprocess.Process
+
+
+def _password_file(path: Path, users: dict[str, str]) -> Path:
+    path.write_text("")
+    for user, password in users.items():
+        subprocess.run([MOSQUITTO_PASSWD, "-b", str(path), user, password], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture
+async def broker(free_port: Callable[[], int], tmp_path: Path, pki: Pki) -> AsyncIterator[TlsBroker]:
+    port = free_port()
+    passwords = _password_file(tmp_path / "passwd", {"gateway": PASSWORD, "publisher": PASSWORD})
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(
+        "per_listener_settings false\n"
+        "persistence false\n"
+        "user root\n"  # only read when started as root: keep root so the files in tmp_path stay readable
+        f"listener {port} 127.0.0.1\n"
+        f"cafile {pki.ca}\n"
+        f"certfile {pki.server_cert}\n"
+        f"keyfile {pki.server_key}\n"
+        "require_certificate true\n"
+        f"password_file {passwords}\n"
+        "allow_anonymous false\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        MOSQUITTO, "-c", str(config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        for _ in range(250):
+            if process.returncode is not None:
+                err = await process.stderr.read() if process.stderr else b""
+                raise RuntimeError(f"mosquitto exited: {err.decode(errors='replace')}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            await asyncio.sleep(0.02)
+        else:
+            raise RuntimeError("mosquitto did not start")
+        yield TlsBroker(port, process)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+
+
+def source(broker: TlsBroker, pki: Pki, **options: Any) -> MqttConnector:
+    tls = {
+        "ca": str(pki.ca),
+        "certificate": str(pki.client_cert),
+        "private_key": str(pki.client_key),
+        "username": "gateway",
+        "password": PASSWORD,
+    }
+    config = MqttSource.model_validate(
+        {
+            "protocol": "mqtt",
+            "url": f"mqtts://127.0.0.1:{broker.port}",
+            **FAST,
+            **{k: v for k, v in {**tls, **options}.items() if v is not None},
+            "signals": {
+                "temp": "plant/oven/temp",
+                "humidity": {"topic": "plant/oven/json", "json": "data.humidity"},
+            },
+        }
+    )
+    built = build_source("oven", config, gateway_id="test")
+    assert isinstance(built, MqttConnector)
+    return built
+
+
+def publisher(broker: TlsBroker, pki: Pki) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        "127.0.0.1",
+        broker.port,
+        identifier="test-publisher",
+        username="publisher",
+        password=PASSWORD,
+        tls_params=aiomqtt.TLSParameters(
+            ca_certs=str(pki.ca), certfile=str(pki.client_cert), keyfile=str(pki.client_key)
+        ),
+    )
+
+
+async def until(predicate: Callable[[], bool], what: str) -> None:
+    """Poll a source's counters (they change without a sample to wake a Collector)."""
+    for _ in range(int(SAFETY_TIMEOUT_S / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+# ---------------------------------------------------------------- tests
+
+
+async def test_tls_with_client_certificate_and_password_delivers_samples(
+    broker: TlsBroker, pki: Pki, collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    src = source(broker, pki)
+    async with running(src, collector):
+        await until(lambda: src.stats.link is LinkState.UP, "connected over TLS")
+        async with publisher(broker, pki) as pub:
+            await pub.publish("plant/oven/temp", "71.5", qos=1)
+            await pub.publish("plant/oven/json", '{"data": {"humidity": 40}}', qos=1)
+        await collector.wait_for(
+            lambda: bool(collector.good("oven.temp")) and bool(collector.good("oven.humidity")), "samples"
+        )
+    assert collector.good("oven.temp")[0].value == 71.5
+    assert collector.good("oven.humidity")[0].value == 40
+    assert src.stats.errors == 0 and src.stats.reconnects == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert all(PASSWORD not in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("case", "options", "expected"),
+    [
+        # the broker requires a certificate: the TLS handshake is refused
+        ("no client certificate", {"certificate": None, "private_key": None}, "certificate required"),
+        # a client certificate the broker's CA did not sign
+        ("unknown client certificate", {"certificate": "rogue"}, "unknown ca"),
+        # the certificate is fine, the broker refuses the login in its CONNACK
+        ("wrong password", {"password": WRONG_PASSWORD}, "refused the connection: [code:135] not authorized"),
+        # the broker's certificate is not signed by the CA the gateway trusts
+        ("untrusted broker", {"ca": "other_ca"}, "certificate verify failed"),
+    ],
+)
+async def test_refused_connection_is_a_bad_link_with_one_clear_error_and_no_secret(
+    broker: TlsBroker,
+    pki: Pki,
+    collector: Collector,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    options: dict[str, Any],
+    expected: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    if options.get("ca") == "other_ca":
+        options = {**options, "ca": str(pki.other_ca)}
+    if options.get("certificate") == "rogue":
+        options = {**options, "certificate": str(pki.rogue_cert), "private_key": str(pki.rogue_key)}
+    src = source(broker, pki, **options)
+    async with running(src, collector):
+        await collector.wait_for(lambda: bool(collector.samples), "a bad sample")
+        await until(lambda: src.stats.errors >= 3, "a few retries")  # retried, and still one ERROR line
+    assert src.stats.link is LinkState.DOWN and src.stats.reconnects == 0
+    assert {s.signal for s in collector.samples} == {"oven.temp", "oven.humidity"}
+    assert all(s.quality is Quality.BAD and s.reason.startswith("link down") for s in collector.samples)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"mqtt source oven (mqtts://127.0.0.1:{broker.port}): link down: ")
+    assert expected in errors[0].lower(), (case, errors[0])
+    assert [r for r in caplog.records if r.levelno == logging.INFO and r.name.startswith("gateway")] == []
+    for record in caplog.records:
+        text = record.getMessage() + (record.exc_text or "")
+        assert PASSWORD not in text and WRONG_PASSWORD not in text, (case, text)
+        assert "PRIVATE KEY" not in text
