@@ -34,6 +34,7 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 PASSWORD = "Tls-s3cret-pw"  # the test broker's password, checked never to reach the log
 WRONG_PASSWORD = "Wr0ng-pw-guess"
+CLOSED_IN_HANDSHAKE = "the broker closed the connection before accepting it: failed to receive on socket"
 
 
 # ---------------------------------------------------------------- a small PKI
@@ -284,9 +285,10 @@ async def test_tls_with_client_certificate_and_password_delivers_samples(
     ("case", "options", "expected"),
     [
         # the broker requires a certificate: the TLS handshake is refused
-        ("no client certificate", {"certificate": None, "private_key": None}, "certificate required"),
+        # (the reason is the TLS alert, or an EOF when the broker's close overtakes it)
+        ("no client certificate", {"certificate": None, "private_key": None}, CLOSED_IN_HANDSHAKE),
         # a client certificate the broker's CA did not sign
-        ("unknown client certificate", {"certificate": "rogue"}, "unknown ca"),
+        ("unknown client certificate", {"certificate": "rogue"}, CLOSED_IN_HANDSHAKE),
         # the certificate is fine, the broker refuses the login in its CONNACK
         ("wrong password", {"password": WRONG_PASSWORD}, "refused the connection: [code:135] not authorized"),
         # the broker's certificate is not signed by the CA the gateway trusts
@@ -314,7 +316,12 @@ async def test_refused_connection_is_a_bad_link_with_one_clear_error_and_no_secr
     assert src.stats.link is LinkState.DOWN and src.stats.reconnects == 0
     assert {s.signal for s in collector.samples} == {"oven.temp", "oven.humidity"}
     assert all(s.quality is Quality.BAD and s.reason.startswith("link down") for s in collector.samples)
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    # The gateway's own ERROR lines. (When the broker drops the connection during paho's connect, aiomqtt
+    # sometimes also gets asyncio to log "Exception in callback ...add_writer(...)": an add_writer queued
+    # from paho's connect thread runs after the socket was closed. That is aiomqtt's race, not ours.)
+    errors = [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("gateway")
+    ]
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"mqtt source oven (mqtts://127.0.0.1:{broker.port}): link down: ")
     assert expected in errors[0].lower(), (case, errors[0])
