@@ -20,6 +20,7 @@ class Report:
     failures: list[str] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
 
     def check(self, ok: bool, what: str) -> bool:
         """One verified property; a failure is printed at once and listed again at the end."""
@@ -36,9 +37,12 @@ class Report:
         self.facts.append(text)
         print(f"  [{self.name}] {text}", flush=True)
 
+    def finish(self) -> None:
+        self.finished = time.monotonic()
+
     @property
     def elapsed_s(self) -> float:
-        return time.monotonic() - self.started
+        return (self.finished or time.monotonic()) - self.started
 
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "torture"

@@ -33,6 +33,7 @@ def main(argv: list[str]) -> int:
         except Exception:
             traceback.print_exc()
             report.check(False, "the campaign itself crashed (traceback above)")
+        report.finish()
         reports.append(report)
         print(
             f"== {name}: {report.passed} passed, {report.failed} failed ({report.elapsed_s:.0f}s)\n",
