@@ -14,6 +14,7 @@ import contextlib
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -152,6 +153,7 @@ async def _campaign(report: Report, tmp: Path, rng: random.Random) -> None:
         config.write_text(text)
         gw = GatewayProcess(config, env={"MW_API_KEY": API_KEY}, http_port=http_port)
         faults: dict[str, int] = dict.fromkeys(targets, 0)
+        recovery: dict[str, list[float]] = {"kill": [], "freeze": [], "restart": []}
         try:
             for name, target in targets.items():
                 target.start()
@@ -199,6 +201,7 @@ async def _campaign(report: Report, tmp: Path, rng: random.Random) -> None:
                         except AssertionError:
                             ok = False
                         detail = "" if ok else f", {await sources(http_port)}"
+                        recovery[fault].append(time.monotonic() - started)
                         report.check(
                             ok,
                             f"round {rnd + 1}: {name} {fault}: every source up again by itself"
@@ -215,6 +218,12 @@ async def _campaign(report: Report, tmp: Path, rng: random.Random) -> None:
             for target in targets.values():
                 target.stop()
 
+        for fault, took in recovery.items():
+            if took:
+                report.fact(
+                    f"{fault}: every source up again {statistics.median(took):.1f}s median,"
+                    f" {max(took):.1f}s max after the fault began (n={len(took)})"
+                )
         rules = sorted(str(t.metadata.get("rule")) for t in sim.state.tasks)
         report.fact(f"{sum(faults.values())} faults ({faults}); tasks in the CMMS: {rules}")
         report.check(
