@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 _QUEUE_MAX = 10_000
 
 
+class _Renumbered(Exception):
+    """After asyncua's reconnect, a browse path or `nsu=` name resolves to another NodeId than the one the
+    re-created subscription monitors (the server restarted with its address space numbered differently)."""
+
+
 class OpcuaConnector:
     """A Source subscribed to one OPC UA server."""
 
@@ -142,9 +147,13 @@ class OpcuaConnector:
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
+            renumbered = False
             try:
                 self._link.up()
                 await self._serve(client, sink)
+            except _Renumbered as changed:
+                log.debug("%s: %s; subscribing again", self._what, changed)
+                renumbered = True
             except (OSError, TimeoutError, ConnectionError, UaError) as exc:
                 self.stats.errors += 1
                 if self._link.down(_describe(exc)):
@@ -152,17 +161,32 @@ class OpcuaConnector:
             finally:
                 await _disconnect(client)
             _raise_if_cancelled()
-            await asyncio.sleep(backoff.next())
+            if not renumbered:
+                await asyncio.sleep(backoff.next())
+
+    def _by_name(self) -> dict[str, OpcuaSignal]:
+        """The signals whose NodeId is looked up on the server (browse paths, `nsu=` namespace URIs)."""
+        return {
+            name: signal
+            for name, signal in self.signals.items()
+            if signal.browse_path is not None or (signal.node or "").strip().startswith("nsu=")
+        }
 
     async def _serve(self, client: Client, sink: Sink) -> None:
         by_node: dict[Any, list[str]] = {}
         groups: dict[float, list[Node]] = {}
+        resolved: dict[str, Any] = {}  # signal -> NodeId, for the signals given by name
+        by_name = self._by_name()
         for name, signal in self.signals.items():
             try:
                 node = await self._resolve(client, signal)
             except (UaError, ValueError, KeyError) as exc:
                 sink.garbage(name, f"cannot find {signal.node or signal.browse_path}: {_describe(exc)}")
+                if name in by_name:
+                    resolved[name] = None
                 continue
+            if name in by_name:
+                resolved[name] = node.nodeid
             if node.nodeid not in by_node:
                 interval = signal.sampling_interval
                 if interval is None:
@@ -189,16 +213,29 @@ class OpcuaConnector:
                         sink.garbage(
                             name, f"the server refused to monitor {node.nodeid.to_string()}: {result.name}"
                         )
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._watch_state(client, sink))
-            group.create_task(self._consume(sub, by_node, sink))
+        # Not a TaskGroup: on Python 3.11 a child failing while the group is already exiting leaves our task
+        # marked as cancelling (fixed in 3.12), and the exception would come wrapped in an ExceptionGroup.
+        tasks = [
+            asyncio.create_task(self._watch_state(client, sink, resolved)),
+            asyncio.create_task(self._consume(sub, by_node, sink)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error
 
-    async def _watch_state(self, client: Client, sink: Sink) -> None:
+    async def _watch_state(self, client: Client, sink: Sink, resolved: dict[str, Any]) -> None:
         async with client.subscribe_state() as states:
             while True:
                 state = await states.next_change()
                 if state is UaClientState.CONNECTED:
-                    self._link.up()
+                    if self._link.up() and resolved:  # asyncua reconnected: do the names still hold?
+                        await self._check_names(client, resolved)
                 elif self._link.is_up and state in (UaClientState.RECONNECTING, UaClientState.DISCONNECTED):
                     self.stats.errors += 1
                     if self._link.down("connection lost; asyncua is reconnecting"):
@@ -206,6 +243,20 @@ class OpcuaConnector:
                 supervisor = getattr(client, "_supervisor_task", None)
                 if supervisor is not None and supervisor.done():
                     raise ConnectionError("the OPC UA client stopped reconnecting")
+
+    async def _check_names(self, client: Client, resolved: dict[str, Any]) -> None:
+        """Resolve the signals given by name again; _Renumbered when one now points elsewhere."""
+        by_name = self._by_name()
+        for name, before in resolved.items():
+            try:
+                now = (await self._resolve(client, by_name[name])).nodeid
+            except (UaError, ValueError, KeyError):
+                now = None
+            if now != before:
+                was = before.to_string() if before is not None else "nothing"
+                raise _Renumbered(
+                    f"{name} now resolves to {now.to_string() if now else 'nothing'}, not {was}"
+                )
 
     async def _consume(self, sub: Any, by_node: dict[Any, list[str]], sink: Sink) -> None:
         async for event in sub:
