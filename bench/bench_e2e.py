@@ -82,10 +82,11 @@ async def measure() -> tuple[list[float], list[float]]:
                     await asyncio.sleep(rng.uniform(0.2, 0.4))
             finally:
                 gw.stop()
-            fired = dict(db_rows(Path(tmp) / "state", "SELECT key, fired_at FROM firings"))
+            rows = db_rows(Path(tmp) / "state", "SELECT key, fired_at FROM firings")
+            fired = {str(key): float(at) for key, at in rows}  # type: ignore[arg-type]
     # From the poll that read the new value (the firing's time, the gateway's clock = this machine's) to
     # the task at the simulator: the gateway's own part, without the wait for the next poll.
-    own = [at - float(fired[key]) for key, at in arrivals.items() if key in fired]  # type: ignore[arg-type]
+    own = [at - fired[key] for key, at in arrivals.items() if key in fired]
     return latencies, own
 
 

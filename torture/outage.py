@@ -77,7 +77,7 @@ async def run(report: Report) -> None:
                     backend,
                     settings=DispatcherSection(concurrency=16, rate_limit=100000),
                     quota=config.quota,
-                    timezone=network.timezone,
+                    timezone=network.timezone or "UTC",
                     clock=clock,
                     rng=random.Random(3),
                 )
