@@ -86,6 +86,10 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(level)
     # Libraries that are chatty at INFO: their link changes are reported by our sources instead.
-    for noisy in ("asyncua", "pymodbus", "uvicorn.access", "httpx", "httpcore", "aiosqlite"):
+    for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Protocol libraries log every failed retry, often at ERROR with a traceback; our sources say once that a
+    # link is down and once that it is back. Their warnings and errors show only at level DEBUG.
+    for protocol in ("asyncua", "pymodbus", "paho", "aiomqtt"):
+        logging.getLogger(protocol).setLevel(logging.WARNING if level == "DEBUG" else logging.CRITICAL)
     return _redactor
