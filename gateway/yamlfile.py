@@ -162,11 +162,42 @@ def load_yaml(
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         doc.problems.append(Problem(name, line, col, f"YAML syntax error: {exc.problem or exc}"))
         return doc
+    except yaml.reader.ReaderError as exc:
+        # Only a character position is given: turn it into a line and a column.
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        doc.problems.append(
+            Problem(
+                name,
+                line,
+                col,
+                f"unreadable character {char!r} ({exc.reason}): remove it"
+                " or retype the line; YAML files must be plain UTF-8 text",
+            )
+        )
+        return doc
     except yaml.YAMLError as exc:
         doc.problems.append(Problem(name, 0, 0, f"YAML error: {exc}"))
         return doc
     if node is None:
         doc.data = None
         return doc
-    doc.data = _Builder(doc, interpolate if env is not None else None).build(node, ())
+    try:
+        doc.data = _Builder(doc, interpolate if env is not None else None).build(node, ())
+    except (
+        yaml.MarkedYAMLError
+    ) as exc:  # a tag we do not construct (`!!python/object`, `=`): refused, located
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        doc.problems.append(
+            Problem(
+                name,
+                line,
+                col,
+                f"unsupported YAML value: {exc.problem or exc}; write a "
+                "plain string, number, list or mapping",
+            )
+        )
+        doc.data = None
     return doc
