@@ -24,7 +24,9 @@ def test_syntax_error_and_duplicate_key_are_located() -> None:
 def test_positions_of_nested_values() -> None:
     doc = load_yaml("x.yaml", text="sources:\n  p:\n    signals:\n      t: {holding: 1, type: u}\n")
     assert doc.locate(("sources", "p", "signals", "t", "type")) == (4, 29)
-    assert doc.locate(("sources", "p", "missing", "deeper")) == (2, 3)  # the deepest node that exists
+    # The deepest node that exists: its value by default, its key with key=True.
+    assert doc.locate(("sources", "p", "missing", "deeper")) == (3, 5)
+    assert doc.locate(("sources", "p", "missing"), key=True) == (2, 3)
 
 
 @settings(max_examples=300, deadline=None)
