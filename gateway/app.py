@@ -223,10 +223,7 @@ class Gateway:
             batch = [sample]
             while not self._queue.empty() and len(batch) < 1000:
                 batch.append(self._queue.get_nowait())
-            now = self.clock.now()
-            firings: list[Firing] = []
-            for s in batch:
-                firings.extend(self.engine.process(s, now))
+            firings = self.engine.process_batch(batch, self.clock.now())
             self.samples_in += len(batch)
             if firings:
                 await self.commit_firings(firings)

@@ -14,7 +14,7 @@ state of its predecessor (a counter keeps its meter when its description changes
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.engine.firing import Firing
@@ -107,6 +107,22 @@ class Engine:
             fired = handler(sample, now)
             if fired:
                 out.extend(fired)
+        return out
+
+    def process_batch(self, samples: Iterable[Sample], now: float) -> list[Firing]:
+        """Feed many samples at once, in order: the same as calling process() for each, without a method call
+        per sample (most samples touch no rule; this is the gateway's hot path)."""
+        last_values = self.last_values
+        handlers_of = self._index.get
+        out: list[Firing] = []
+        for sample in samples:
+            last_values[sample.signal] = sample
+            handlers = handlers_of(sample.signal)
+            if handlers is not None:
+                for handler in handlers:
+                    fired = handler(sample, now)
+                    if fired:
+                        out.extend(fired)
         return out
 
     def tick(self, now: float) -> list[Firing]:
