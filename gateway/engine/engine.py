@@ -36,6 +36,8 @@ class Engine:
         self._runtimes: dict[str, RuleRuntime] = {}
         self._index: dict[str, tuple[_Handler, ...]] = {}
         self._timed: tuple[RuleRuntime, ...] = ()
+        self._samples_for_rules: dict[str, int] = {}  # per signal: samples that reached at least one rule
+        self._ticks = 0
         self.ruleset = ruleset
         self._install(ruleset, previous={}, state=state or {})
 
@@ -100,6 +102,7 @@ class Engine:
         handlers = self._index.get(signal)
         if handlers is None:
             return []
+        self._samples_for_rules[signal] = self._samples_for_rules.get(signal, 0) + 1
         if len(handlers) == 1:
             return handlers[0](sample, now) or []
         out: list[Firing] = []
@@ -114,11 +117,14 @@ class Engine:
         per sample (most samples touch no rule; this is the gateway's hot path)."""
         last_values = self.last_values
         handlers_of = self._index.get
+        counts = self._samples_for_rules
         out: list[Firing] = []
         for sample in samples:
-            last_values[sample.signal] = sample
-            handlers = handlers_of(sample.signal)
+            signal = sample.signal
+            last_values[signal] = sample
+            handlers = handlers_of(signal)
             if handlers is not None:
+                counts[signal] = counts.get(signal, 0) + 1
                 for handler in handlers:
                     fired = handler(sample, now)
                     if fired:
@@ -127,12 +133,22 @@ class Engine:
 
     def tick(self, now: float) -> list[Firing]:
         """Advance timers: `for` conditions maturing, running hours, stale signals."""
+        self._ticks += 1
         out: list[Firing] = []
         for runtime in self._timed:
             fired = runtime.on_tick(now)
             if fired:
                 out.extend(fired)
         return out
+
+    def evaluations(self) -> dict[str, int]:
+        """Per enabled rule: the samples of its signals and the ticks it was evaluated on since start."""
+        counts = self._samples_for_rules
+        return {
+            rid: sum(counts.get(s, 0) for s in rt.c.trigger_signals) + (self._ticks if rt.needs_tick else 0)
+            for rid, rt in self._runtimes.items()
+            if rt.c.rule.enabled
+        }
 
     def task_closed(self, rule_id: str, outcome: str, now: float) -> None:
         """A task from this rule was completed or canceled (per the CMMS webhooks): `rearm: on_completion`."""

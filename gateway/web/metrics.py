@@ -215,15 +215,9 @@ class _LiveCollector(Collector):
 
 
 def _evaluations(gw: Gateway) -> dict[str, int]:
-    """Per-rule evaluation counts from the engine when it keeps them (`engine.evaluations`), else from the
-    rule status (`evaluations` per rule); rules that have none report 0 so the family is never empty."""
-    engine: Any = gw.engine
-    counts = getattr(engine, "evaluations", None)
-    out: dict[str, int] = {}
-    if isinstance(counts, dict):
-        out.update({str(k): int(v) for k, v in counts.items()})
-    for rule in gw.rules.rules:
-        out.setdefault(str(rule.id), 0)
+    """Per-rule evaluation counts from the engine; disabled rules report 0 so the family is never empty."""
+    out = {str(rule.id): 0 for rule in gw.rules.rules}
+    out.update(gw.engine.evaluations())
     return out
 
 

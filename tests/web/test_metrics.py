@@ -62,6 +62,8 @@ async def test_metrics_has_every_family_and_counts_a_firing_and_its_delivery(
         < 60
     )
     assert value("state_dir_bytes", f"{PREFIX}_state_dir_bytes") > 0
+    # The counter rule saw every strokes sample that reached the engine (at least the two the test wrote).
+    assert value("rule_evaluations", f"{PREFIX}_rule_evaluations_total", rule="press1-lubrication") >= 2
     assert value("dispatcher_paused", f"{PREFIX}_dispatcher_paused") == 0
 
 
