@@ -14,6 +14,14 @@ How a source runs:
   when it really broke, or when no unit answers at all.
 - Exceptions answered by a device (e.g. illegal address) mark the signals of that request bad; the unit
   stays up.
+- The link counts as up only after a successful Modbus exchange, not after the TCP connect: a frozen server
+  (SIGSTOP) still accepts connections into the kernel's backlog, and must not make the link flap. Until some
+  unit answered on a connection, a unit that does not answer is not reported: the connection is what is
+  suspect, and when no unit answers the connection is dropped (one ERROR for the link, DEBUG on retries).
+- Cancellation: on Python 3.11, `asyncio.wait_for` (which pymodbus uses for every request and connect) drops a
+  cancellation that arrives together with the response, and a TaskGroup drops its parent's cancellation when a
+  child failed at the same moment. Every await on pymodbus and on the poll group is followed by
+  `_raise_if_cancelled()`, so a cancelled source always ends instead of polling (and emitting) forever.
 """
 
 from __future__ import annotations
@@ -126,6 +134,13 @@ class _LinkLost(Exception):
     """The connection broke (or no unit answers): reconnect with backoff."""
 
 
+def _raise_if_cancelled() -> None:
+    """Raise CancelledError when the current task was asked to stop but a library swallowed the request."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 @dataclass
 class _Unit:
     id: int
@@ -160,6 +175,11 @@ class ModbusConnector:
             for uid, blocks in units.items()
         ]
 
+        # per connection: has any unit answered yet, and who failed before that (unit id -> reason)
+        self._proven = False
+        self._unproven: dict[int, str] = {}
+        self._connection_backoff = self._backoff()
+
     def signal_names(self) -> list[str]:
         return [p.name for p in self.points]
 
@@ -191,33 +211,51 @@ class ModbusConnector:
 
     async def run(self, emit: Emit) -> None:
         sink = Sink(emit, self.stats, self._clock, log, self.name)
-        backoff = self._backoff()
+        backoff = self._connection_backoff = self._backoff()
         while True:
             client = self._client()
             reason = "connection closed"
+            self._proven = False
+            self._unproven.clear()
             try:
-                if not await client.connect():
+                connected = await client.connect()
+                _raise_if_cancelled()
+                if not connected:
                     raise _LinkLost("cannot connect")
-                self._link.up()
-                backoff.reset()
-                async with asyncio.TaskGroup() as group:
-                    for unit in self._units:
-                        group.create_task(self._poll_forever(client, unit, sink))
-            except* _LinkLost as lost:
-                reason = str(lost.exceptions[0])
-            except* (ModbusException, OSError) as failed:
-                reason = f"{type(failed.exceptions[0]).__name__}: {failed.exceptions[0]}"
+                log.debug("%s: TCP/serial connection open, waiting for a first answer", self._what)
+                await self._poll_units(client, sink)
+            except _LinkLost as lost:
+                reason = str(lost)
+            except (ModbusException, OSError) as failed:
+                reason = f"{type(failed).__name__}: {failed}"
             finally:
                 client.close()
             self.stats.errors += 1
             if self._link.down(reason):
                 sink.all_bad(self.signal_names(), f"link down: {reason}")
-            for unit in self._units:
-                unit.link = Link(unit.link.what, log)  # per-unit state starts afresh on the next connection
+            for unit in self._units:  # a unit keeps its up/down state (and its logs) across connections
                 unit.backoff.reset()
                 for block in unit.blocks:
                     block.failing = ""
             await asyncio.sleep(backoff.next())
+
+    async def _poll_units(self, client: Any, sink: Sink) -> None:
+        """Poll every unit, each in its own task, until one of them raises; then stop the others.
+
+        Not a TaskGroup: on Python 3.11 a TaskGroup drops its parent's cancellation when a child fails at the
+        same moment, and leaves the parent 'cancelling' after a child failed, so neither a cancel nor a
+        connection loss could be told apart afterwards."""
+        tasks = [asyncio.create_task(self._poll_forever(client, unit, sink)) for unit in self._units]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)  # each child ends: it re-raises a cancel the library swallowed
+        for task in done:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc
+        raise _LinkLost("polling stopped")  # not reached: a unit polls until it raises
 
     async def _poll_forever(self, client: Any, unit: _Unit, sink: Sink) -> None:
         loop = asyncio.get_running_loop()
@@ -226,12 +264,24 @@ class ModbusConnector:
             failure = await self.poll_unit(client, unit, sink)
             now = loop.time()
             if failure is None:
+                if not self._proven:
+                    self._connection_proven(sink)
                 unit.link.up()
                 unit.backoff.reset()
                 next_due += self.config.poll
                 if next_due < now:  # late (a slow device or a long pause): skip the missed cycles
                     next_due = now
                 delay = next_due - now
+            elif not self._proven:
+                # nothing answered on this connection yet: the connection is suspect, not the unit
+                self._unproven[unit.id] = failure
+                if len(self._unproven) == len(self._units):
+                    raise _LinkLost(failure)
+                log.debug(
+                    "%s unit %d: %s (no unit answered yet on this connection)", self._what, unit.id, failure
+                )
+                delay = unit.backoff.next()
+                next_due = now + delay
             else:
                 others = [u for u in self._units if u is not unit]
                 if all(u.link.state is LinkState.DOWN for u in others):
@@ -241,6 +291,17 @@ class ModbusConnector:
                 delay = unit.backoff.next()
                 next_due = now + delay
             await asyncio.sleep(delay)
+
+    def _connection_proven(self, sink: Sink) -> None:
+        """A first answer on this connection: the link is up, and units that failed before it are down."""
+        self._proven = True
+        self._link.up()
+        self._connection_backoff.reset()
+        for unit in self._units:
+            failure = self._unproven.get(unit.id)
+            if failure is not None and unit.link.down(failure):
+                sink.all_bad(unit.signals, f"unit {unit.id} not answering: {failure}")
+        self._unproven.clear()
 
     async def poll_unit(self, client: Any, unit: _Unit, sink: Sink) -> str | None:
         """One poll cycle of one unit: every block read and emitted. The unit's failure reason, or None."""
@@ -319,9 +380,12 @@ class ModbusConnector:
 
 async def _read(client: Any, block: Block) -> Any:
     if block.table == "holding":
-        return await client.read_holding_registers(block.start, count=block.count, device_id=block.unit)
-    if block.table == "input":
-        return await client.read_input_registers(block.start, count=block.count, device_id=block.unit)
-    if block.table == "coil":
-        return await client.read_coils(block.start, count=block.count, device_id=block.unit)
-    return await client.read_discrete_inputs(block.start, count=block.count, device_id=block.unit)
+        response = await client.read_holding_registers(block.start, count=block.count, device_id=block.unit)
+    elif block.table == "input":
+        response = await client.read_input_registers(block.start, count=block.count, device_id=block.unit)
+    elif block.table == "coil":
+        response = await client.read_coils(block.start, count=block.count, device_id=block.unit)
+    else:
+        response = await client.read_discrete_inputs(block.start, count=block.count, device_id=block.unit)
+    _raise_if_cancelled()  # pymodbus's wait_for returns the response and drops a cancel that came with it
+    return response
