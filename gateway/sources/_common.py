@@ -34,7 +34,8 @@ class Backoff:
 
     def next(self) -> float:
         base = min(self.initial_s * self.factor**self.attempts, self.max_s)
-        self.attempts += 1
+        if base < self.max_s:  # once capped, stop counting: factor**1025 overflows a float (a long outage)
+            self.attempts += 1
         return base * (1.0 - self.jitter * self._rng.random())
 
     def reset(self) -> None:

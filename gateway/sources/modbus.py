@@ -15,9 +15,10 @@ How a source runs:
 - Exceptions answered by a device (e.g. illegal address) mark the signals of that request bad; the unit
   stays up.
 - The link counts as up only after a successful Modbus exchange, not after the TCP connect: a frozen server
-  (SIGSTOP) still accepts connections into the kernel's backlog, and must not make the link flap. Until some
-  unit answered on a connection, a unit that does not answer is not reported: the connection is what is
-  suspect, and when no unit answers the connection is dropped (one ERROR for the link, DEBUG on retries).
+  (SIGSTOP) still accepts connections into the kernel's backlog, and must not make the link flap. A unit that
+  stops answering is only suspect until another unit answers (then it is reported down, once); when no unit
+  answers, the connection is dropped instead: one ERROR for the link, DEBUG on every retry, one INFO at the
+  first answer after it. A unit keeps its up/down state across reconnections, so it is not reported again.
 - Cancellation: on Python 3.11, `asyncio.wait_for` (which pymodbus uses for every request and connect) drops a
   cancellation that arrives together with the response, and a TaskGroup drops its parent's cancellation when a
   child failed at the same moment. Every await on pymodbus and on the poll group is followed by
@@ -175,9 +176,10 @@ class ModbusConnector:
             for uid, blocks in units.items()
         ]
 
-        # per connection: has any unit answered yet, and who failed before that (unit id -> reason)
+        # per connection: has any unit answered yet; units that failed since the last answer of any unit
+        # (unit id -> reason): the unit or the whole connection is dead, the next answer (or none) tells
         self._proven = False
-        self._unproven: dict[int, str] = {}
+        self._suspects: dict[int, str] = {}
         self._connection_backoff = self._backoff()
 
     def signal_names(self) -> list[str]:
@@ -216,7 +218,7 @@ class ModbusConnector:
             client = self._client()
             reason = "connection closed"
             self._proven = False
-            self._unproven.clear()
+            self._suspects.clear()
             try:
                 connected = await client.connect()
                 _raise_if_cancelled()
@@ -264,44 +266,38 @@ class ModbusConnector:
             failure = await self.poll_unit(client, unit, sink)
             now = loop.time()
             if failure is None:
-                if not self._proven:
-                    self._connection_proven(sink)
+                self._suspects.pop(unit.id, None)
+                self._answered(sink)
                 unit.link.up()
                 unit.backoff.reset()
                 next_due += self.config.poll
                 if next_due < now:  # late (a slow device or a long pause): skip the missed cycles
                     next_due = now
                 delay = next_due - now
-            elif not self._proven:
-                # nothing answered on this connection yet: the connection is suspect, not the unit
-                self._unproven[unit.id] = failure
-                if len(self._unproven) == len(self._units):
-                    raise _LinkLost(failure)
-                log.debug(
-                    "%s unit %d: %s (no unit answered yet on this connection)", self._what, unit.id, failure
-                )
-                delay = unit.backoff.next()
-                next_due = now + delay
             else:
-                others = [u for u in self._units if u is not unit]
-                if all(u.link.state is LinkState.DOWN for u in others):
+                if unit.link.state is LinkState.DOWN:
+                    unit.link.down(failure)  # already reported: DEBUG
+                else:
+                    # the unit, or the whole connection? Reported once another unit answers.
+                    self._suspects[unit.id] = failure
+                    log.debug("%s unit %d: %s", self._what, unit.id, failure)
+                if all(u.id in self._suspects or u.link.state is LinkState.DOWN for u in self._units):
                     raise _LinkLost(failure)  # nothing answers: the connection itself is suspect
-                if unit.link.down(failure):
-                    sink.all_bad(unit.signals, f"unit {unit.id} not answering: {failure}")
                 delay = unit.backoff.next()
                 next_due = now + delay
             await asyncio.sleep(delay)
 
-    def _connection_proven(self, sink: Sink) -> None:
-        """A first answer on this connection: the link is up, and units that failed before it are down."""
-        self._proven = True
-        self._link.up()
-        self._connection_backoff.reset()
+    def _answered(self, sink: Sink) -> None:
+        """A unit answered: the connection works, so the link is up and the suspects are really down."""
+        if not self._proven:
+            self._proven = True
+            self._link.up()
+            self._connection_backoff.reset()
         for unit in self._units:
-            failure = self._unproven.get(unit.id)
+            failure = self._suspects.get(unit.id)
             if failure is not None and unit.link.down(failure):
                 sink.all_bad(unit.signals, f"unit {unit.id} not answering: {failure}")
-        self._unproven.clear()
+        self._suspects.clear()
 
     async def poll_unit(self, client: Any, unit: _Unit, sink: Sink) -> str | None:
         """One poll cycle of one unit: every block read and emitted. The unit's failure reason, or None."""
