@@ -5,11 +5,11 @@ on loopback."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import socket
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway.sim.plc import run_modbus_press
@@ -18,6 +18,27 @@ from gateway.sources.modbus import MAX_BITS, MAX_REGISTERS, ModbusConnector
 from gateway.sources.schema import ModbusSource, MqttSource
 
 Row = tuple[str, str, str]
+
+WAIT_S = 30.0  # every wait is bounded: a benchmark that hangs is a failed benchmark
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel a source and make sure it ended (a source that ignores a cancel would poll, and fill an unread
+    queue, forever)."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=WAIT_S)
+    if task not in done:
+        raise RuntimeError(f"the source did not stop within {WAIT_S:g}s of being cancelled")
+    if not task.cancelled() and task.exception() is not None:
+        raise RuntimeError("the source failed") from task.exception()
+
+
+async def _until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not within {WAIT_S:g}s: {what}")
+        await asyncio.sleep(0.005)
 
 
 def _signals_300() -> dict[str, Any]:
@@ -77,10 +98,8 @@ async def _modbus_rows() -> list[Row]:
                 seen.set()
 
         task = asyncio.create_task(src.run(emit))
-        await asyncio.wait_for(seen.wait(), 30)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait_for(seen.wait(), WAIT_S)
+        await _stop(task)
         rows.append(
             (
                 "modbus requests per poll cycle (300 signals, 1 unit)",
@@ -100,9 +119,7 @@ async def _modbus_rows() -> list[Row]:
         await asyncio.sleep(2.0)
         n1, cpu1, t1 = queue.qsize(), time.process_time(), time.perf_counter()
         regs1 = sum(r.count for r in plc.requests if r.function_code in (3, 4))
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _stop(task)
         rows.append(
             (
                 "modbus samples/s into the engine queue",
@@ -158,8 +175,7 @@ async def _mqtt_rows() -> list[Row]:
         src = MqttConnector("mq", config, gateway_id="bench")
         queue: asyncio.Queue[Sample] = asyncio.Queue()
         task = asyncio.create_task(src.run(queue.put_nowait))
-        while src.stats.link.value != "up":  # noqa: ASYNC110 (a benchmark: polling is fine)
-            await asyncio.sleep(0.01)
+        await _until(lambda: src.stats.link.value == "up", "mqtt source connected")
         total = 20_000
         rates = []
         async with aiomqtt.Client("127.0.0.1", port, max_queued_outgoing_messages=0) as pub:
@@ -168,12 +184,12 @@ async def _mqtt_rows() -> list[Row]:
                 t0 = time.perf_counter()
                 for i in range(total):
                     await pub.publish(f"bench/s{i % 100}", b'{"v": %d}' % i, qos=0)
-                while queue.qsize() - start_n < total * 0.99:  # noqa: ASYNC110
-                    await asyncio.sleep(0.005)
+                await _until(
+                    lambda start_n=start_n: queue.qsize() - start_n >= total * 0.99,  # type: ignore[misc]
+                    "99% of the published messages received",
+                )
                 rates.append((queue.qsize() - start_n) / (time.perf_counter() - t0))
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _stop(task)
         return [
             (
                 "mqtt samples/s into the engine queue",
