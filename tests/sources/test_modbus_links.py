@@ -67,7 +67,7 @@ async def test_failed_connects_leave_no_task_client_or_buffer_behind(free_port: 
         await until(lambda: src.stats.errors >= 1200 or task.done(), "1,200 refused connects")
         assert not task.done(), f"the source died: {task.exception()}"
         gc.collect()
-        assert len(asyncio.all_tasks()) <= baseline + 1
+        assert len(asyncio.all_tasks()) <= baseline + 2  # the source, and its connect in flight
         assert sum(isinstance(o, AsyncModbusTcpClient) for o in gc.get_objects()) <= max(clients_at_50, 1)
         assert len(gc.get_objects()) < objects_at_50 + 500  # 1,150 attempts later: nothing per attempt
         assert src.stats.link is LinkState.DOWN and src.stats.reconnects == 0
