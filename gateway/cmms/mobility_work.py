@@ -102,6 +102,23 @@ def _zone(name: str | None) -> tzinfo | None:
         return None
 
 
+def make_mw_client(
+    config: MobilityWorkConfig, *, gateway_id: str, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The one HTTP client set-up for the Mobility Work API (task backend and bulk client alike)."""
+    return http.make_client(
+        config.http,
+        base_url=config.url,
+        headers={
+            "Api-Key": config.api_key.get_secret_value(),
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": http.user_agent(gateway_id, config.network_name),
+        },
+        transport=transport,
+    )
+
+
 class MobilityWorkBackend:
     kind = "mobility_work"
     counts_against_quota = True
@@ -120,17 +137,7 @@ class MobilityWorkBackend:
         self._tz_override = _zone(timezone)
         self._clock = clock or SystemClock()
         self.network: NetworkInfo | None = None  # None until the settings were read once
-        self._client = http.make_client(
-            config.http,
-            base_url=config.url,
-            headers={
-                "Api-Key": config.api_key.get_secret_value(),
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": http.user_agent(gateway_id, config.network_name),
-            },
-            transport=transport,
-        )
+        self._client = make_mw_client(config, gateway_id=gateway_id, transport=transport)
 
     @property
     def timezone(self) -> tzinfo:

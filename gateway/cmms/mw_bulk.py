@@ -24,6 +24,7 @@ import httpx
 from gateway.clock import Clock, SystemClock
 from gateway.cmms import http
 from gateway.cmms.base import Delivery, Outcome
+from gateway.cmms.mobility_work import make_mw_client
 from gateway.cmms.schema import MobilityWorkConfig
 
 MAX_ITEMS = 10_000
@@ -342,17 +343,7 @@ class MobilityWorkBulk:
         self.backoff_s = backoff_s
         self.max_wait_s = max_wait_s
         self._clock = clock or SystemClock()
-        self._client = http.make_client(
-            config.http,
-            base_url=config.url,
-            headers={
-                "Api-Key": config.api_key.get_secret_value(),
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": http.user_agent(gateway_id, config.network_name),
-            },
-            transport=transport,
-        )
+        self._client = make_mw_client(config, gateway_id=gateway_id, transport=transport)
 
     async def __aenter__(self) -> MobilityWorkBulk:
         return self

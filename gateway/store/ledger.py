@@ -338,45 +338,27 @@ class Ledger:
 
     async def latest_events(self, *, limit: int = 20) -> list[dict[str, Any]]:
         """The newest webhook events first, without their bodies (for the status page)."""
-        rows = await self._db.fetchall(
-            "SELECT id, source, event, dedupe_key, received_at, task_id, known FROM webhook_events"
-            " ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
-        return [
-            {
-                "id": r["id"],
-                "source": r["source"],
-                "event": r["event"],
-                "dedupe_key": r["dedupe_key"],
-                "received_at": r["received_at"],
-                "task_id": r["task_id"],
-                "known": bool(r["known"]),
-            }
-            for r in rows
-        ]
+        return await self._events(newest_first=True, limit=limit, body=False)
 
     async def events(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """The oldest webhook events first, with their raw bodies."""
+        return await self._events(newest_first=False, limit=limit, body=True)
+
+    async def _events(self, *, newest_first: bool, limit: int, body: bool) -> list[dict[str, Any]]:
+        columns = "id, source, event, dedupe_key, received_at, task_id, known" + (", body" if body else "")
+        order = "DESC" if newest_first else "ASC"
         rows = await self._db.fetchall(
-            "SELECT id, source, event, dedupe_key, received_at, task_id, known, body FROM webhook_events"
-            " ORDER BY id LIMIT ?",
-            (limit,),
+            f"SELECT {columns} FROM webhook_events ORDER BY id {order} LIMIT ?", (limit,)
         )
-        return [
-            {
-                "id": r["id"],
-                "source": r["source"],
-                "event": r["event"],
-                "dedupe_key": r["dedupe_key"],
-                "received_at": r["received_at"],
-                "task_id": r["task_id"],
-                "known": bool(r["known"]),
-                "body": bytes(r["body"])
-                if isinstance(r["body"], bytes | memoryview)
-                else str(r["body"]).encode(),
-            }
-            for r in rows
-        ]
+        out = []
+        for r in rows:
+            event = {k: r[k] for k in ("id", "source", "event", "dedupe_key", "received_at", "task_id")}
+            event["known"] = bool(r["known"])
+            if body:
+                raw = r["body"]
+                event["body"] = bytes(raw) if isinstance(raw, bytes | memoryview) else str(raw).encode()
+            out.append(event)
+        return out
 
     async def task(self, task_id: str) -> TaskRow | None:
         row = await self._db.fetchone("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
