@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.sim.harness import Fault, FaultPlan, ReceivedRequest, serve
+from gateway.sim.harness import Fault, FaultPlan, ReceivedRequest, control_routes, handle_with_faults, serve
 
 BASE_PATH = "/rest/amage/v1/work-orders"
 STATES = ("NEW", "SCHEDULED", "IN_PROGRESS", "ON_HOLD", "FINISHED", "VOID")
@@ -258,41 +258,15 @@ def _validate_plan(state: AmageSimState, wo_uuid: str, data: dict[str, Any]) -> 
 
 
 def build_app(state: AmageSimState) -> Starlette:
-    async def api(request: Request) -> Response:
-        body = await request.body()
-        received = ReceivedRequest.of(request, body)
-        state.requests.append(received)
-        fault = state.faults.take(request.url.path)
-        if fault is not None:
-            early = await fault.before(state.faults)
-            if early is not None:
-                received.status = early.status_code
-                return early
+    def respond(request: Request, body: bytes) -> Response:
         try:
             _check_signature(state, request, body)
-            response = _handle(state, request, body)
+            return _handle(state, request, body)
         except _Rejected as rejected:
-            response = _result(rejected.status, error_code=rejected.error_code, message=rejected.message)
-        if fault is not None:
-            response = await fault.after(state.faults, response)
-        received.status = response.status_code
-        return response
+            return _result(rejected.status, error_code=rejected.error_code, message=rejected.message)
 
-    async def sim_state(request: Request) -> Response:
-        return JSONResponse(state.snapshot())
-
-    async def sim_requests(request: Request) -> Response:
-        return JSONResponse([r.to_json() for r in state.requests])
-
-    async def sim_faults(request: Request) -> Response:
-        if request.method == "DELETE":
-            state.faults.clear()
-            return JSONResponse({"faults": []})
-        try:
-            state.faults.add_json(await request.json())
-        except (ValueError, TypeError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"faults": state.faults.pending()})
+    async def api(request: Request) -> Response:
+        return await handle_with_faults(state, request, respond)
 
     async def sim_records(request: Request) -> Response:
         try:
@@ -304,17 +278,10 @@ def build_app(state: AmageSimState) -> Starlette:
         state.check_references = True
         return JSONResponse({k: sorted(v) for k, v in state.records.items()})
 
-    async def sim_reset(request: Request) -> Response:
-        state.reset()
-        return JSONResponse({"reset": True})
-
     return Starlette(
         routes=[
-            Route("/_sim/state", sim_state),
-            Route("/_sim/requests", sim_requests),
-            Route("/_sim/faults", sim_faults, methods=["POST", "DELETE"]),
+            *control_routes(state),
             Route("/_sim/records", sim_records, methods=["POST"]),
-            Route("/_sim/reset", sim_reset, methods=["POST"]),
             Route("/{path:path}", api, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
     )

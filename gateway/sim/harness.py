@@ -18,13 +18,14 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 FaultKind = Literal["latency", "error", "rate_limit", "timeout", "commit_lost"]
@@ -171,6 +172,68 @@ class ReceivedRequest:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class SimState(Protocol):
+    """What the shared parts of a simulator need from its state."""
+
+    requests: list[ReceivedRequest]
+    faults: FaultPlan
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def reset(self) -> None: ...
+
+
+async def handle_with_faults(
+    state: SimState, request: Request, respond: Callable[[Request, bytes], Response]
+) -> Response:
+    """Record the request, apply the next matching fault before and after `respond`, record the status."""
+    body = await request.body()
+    received = ReceivedRequest.of(request, body)
+    state.requests.append(received)
+    fault = state.faults.take(request.url.path)
+    if fault is not None:
+        early = await fault.before(state.faults)
+        if early is not None:
+            received.status = early.status_code
+            return early
+    response = respond(request, body)
+    if fault is not None:
+        response = await fault.after(state.faults, response)
+    received.status = response.status_code
+    return response
+
+
+def control_routes(state: SimState) -> list[Route]:
+    """The `/_sim/` routes every simulator has: state, requests, faults (POST adds, DELETE clears), reset."""
+
+    async def sim_state(request: Request) -> Response:
+        return JSONResponse(state.snapshot())
+
+    async def sim_requests(request: Request) -> Response:
+        return JSONResponse([r.to_json() for r in state.requests])
+
+    async def sim_faults(request: Request) -> Response:
+        if request.method == "DELETE":
+            state.faults.clear()
+            return JSONResponse({"faults": []})
+        try:
+            state.faults.add_json(await request.json())
+        except (ValueError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"faults": state.faults.pending()})
+
+    async def sim_reset(request: Request) -> Response:
+        state.reset()
+        return JSONResponse({"reset": True})
+
+    return [
+        Route("/_sim/state", sim_state),
+        Route("/_sim/requests", sim_requests),
+        Route("/_sim/faults", sim_faults, methods=["POST", "DELETE"]),
+        Route("/_sim/reset", sim_reset, methods=["POST"]),
+    ]
 
 
 class _Server(uvicorn.Server):

@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.clock import Clock, SystemClock
-from gateway.sim.harness import Fault, FaultPlan, ReceivedRequest, serve
+from gateway.sim.harness import Fault, FaultPlan, ReceivedRequest, control_routes, handle_with_faults, serve
 
 _WORK_STRINGS = ("type", "description", "outcome", "userEmail", "thingId", "locationId")
 _WORK_FIELDS = frozenset(("startTimestamp", "endTimestamp", "properties", *_WORK_STRINGS))
@@ -252,56 +252,23 @@ def _handle(state: ServitlySimState, request: Request, body: bytes) -> Response:
 
 
 def build_app(state: ServitlySimState) -> Starlette:
-    async def api(request: Request) -> Response:
-        body = await request.body()
-        received = ReceivedRequest.of(request, body)
-        state.requests.append(received)
-        fault = state.faults.take(request.url.path)
-        if fault is not None:
-            early = await fault.before(state.faults)
-            if early is not None:
-                received.status = early.status_code
-                return early
+    def respond(request: Request, body: bytes) -> Response:
         try:
-            response = _handle(state, request, body)
+            return _handle(state, request, body)
         except _Refused as refused:
-            response = JSONResponse({"message": refused.message}, status_code=refused.status)
-        if fault is not None:
-            response = await fault.after(state.faults, response)
-        received.status = response.status_code
-        return response
+            return JSONResponse({"message": refused.message}, status_code=refused.status)
 
-    async def sim_state(request: Request) -> Response:
-        return JSONResponse(state.snapshot())
-
-    async def sim_requests(request: Request) -> Response:
-        return JSONResponse([r.to_json() for r in state.requests])
-
-    async def sim_faults(request: Request) -> Response:
-        if request.method == "DELETE":
-            state.faults.clear()
-            return JSONResponse({"faults": []})
-        try:
-            state.faults.add_json(await request.json())
-        except (ValueError, TypeError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"faults": state.faults.pending()})
+    async def api(request: Request) -> Response:
+        return await handle_with_faults(state, request, respond)
 
     async def sim_expire(request: Request) -> Response:
         state.expire_tokens()
         return JSONResponse({"expired": len(state.tokens)})
 
-    async def sim_reset(request: Request) -> Response:
-        state.reset()
-        return JSONResponse({"reset": True})
-
     return Starlette(
         routes=[
-            Route("/_sim/state", sim_state),
-            Route("/_sim/requests", sim_requests),
-            Route("/_sim/faults", sim_faults, methods=["POST", "DELETE"]),
+            *control_routes(state),
             Route("/_sim/expire_tokens", sim_expire, methods=["POST"]),
-            Route("/_sim/reset", sim_reset, methods=["POST"]),
             Route("/{path:path}", api, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
     )
