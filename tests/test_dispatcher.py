@@ -314,8 +314,12 @@ async def test_outage_probes_one_at_a_time_then_backlog_leaves_high_first_then_o
         await drain_all(d)
     assert d.status.link_up
     assert (await store.outbox.counts())["delivered"] == 15
-    # After the probe that found the link back, the backlog leaves in order: high first, then oldest.
-    assert backend.calls[1:] == [k for k in ["h:1", *keys] if k != backend.calls[0]]
+    # After the probe that found the link back, the backlog leaves in order: high first, then oldest. Four
+    # attempts start together (concurrency 4), so each row is within one window of its place in that order.
+    expected = [k for k in ["h:1", *keys] if k != backend.calls[0]]
+    assert sorted(backend.calls[1:]) == sorted(expected)
+    assert all(abs(backend.calls[1:].index(k) - i) < 4 for i, k in enumerate(expected))
+    assert "h:1" in backend.calls[:5]
     levels = [(r.levelname, r.getMessage()[:30]) for r in caplog.records if r.levelno >= logging.INFO]
     assert [lv for lv, _ in levels].count("ERROR") == 1  # one ERROR when the link goes down
     assert any(lv == "INFO" and "reachable again" in m for lv, m in levels)  # one INFO when it is back
@@ -420,7 +424,9 @@ async def test_quota_warns_keeps_the_reserve_for_high_holds_at_the_limit_and_rel
     # Deliver the three high first (they leave first anyway), then normal rows up to the reserve (90%).
     with caplog.at_level(logging.WARNING, logger="gateway.dispatcher"):
         await drain_all(d)
-    assert backend.calls[:3] == ["h1:1", "h2:1", "h3:1"]
+    # The three high rows leave before any normal one (they start together: their order among themselves
+    # depends on scheduling, with concurrency 4).
+    assert sorted(backend.calls[:3]) == ["h1:1", "h2:1", "h3:1"]
     assert len(backend.calls) == 9  # 3 high + 6 normal: the 10th task is kept for high priority
     assert d.status.high_only and d.status.state is DispatcherState.RUNNING
     assert any("quota used" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
