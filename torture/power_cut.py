@@ -21,15 +21,14 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from gateway.sim.mobility_work import Fault, run_mobility_work_sim
+from gateway.sim.mobility_work import run_mobility_work_sim
 from gateway.sim.plc import run_modbus_press
 from gateway.sources import codec
 from tests.conftest import _free_port
-from tests.e2e.helpers import GatewayProcess, wait_for, write_config
-from tests.e2e.test_power_cut import RULES, db_rows, firing_count, last_key, undelivered
+from tests.e2e.helpers import wait_for
+from tests.e2e.test_power_cut import API_KEY, db_rows, firing_count, last_key, storm_gateway, undelivered
 from torture import Report
 
-API_KEY = "power-cut-key-0123456789"
 KILLS = int(os.environ.get("TORTURE_KILLS", "50"))
 
 
@@ -53,19 +52,8 @@ async def _campaign(report: Report, rng: random.Random, tmp: Path) -> None:
         run_mobility_work_sim(api_key=API_KEY) as sim,
         run_modbus_press(simulate=False, units=(1,)) as plc,
     ):
-        sim.set_faults(
-            Fault("http_5xx", probability=0.1, seed=1, path="/partners/v1/tasks"),
-            Fault("commit_lost", probability=0.05, seed=2, path="/partners/v1/tasks"),
-        )
-        config = write_config(
-            tmp, mw_url=sim.url, api_key=API_KEY, http_port=http_port, plc_port=plc.port, rules=RULES
-        )
-        text = config.read_text().replace(
-            "dispatcher:\n", "dispatcher:\n  rate_limit: 500\n  concurrency: 8\n"
-        )
-        config.write_text(text.replace("plan: premium", "plan: ultimate"))
+        gw = storm_gateway(tmp, sim, plc, http_port)
         state_dir = tmp / "state"
-        gw = GatewayProcess(config, env={"MW_API_KEY": API_KEY}, http_port=http_port)
 
         strokes = 0
         stroking = asyncio.Event()

@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.sim.mobility_work import Fault, run_mobility_work_sim
-from gateway.sim.plc import run_modbus_press
+from gateway.sim.mobility_work import Fault, MobilityWorkSim, run_mobility_work_sim
+from gateway.sim.plc import ModbusPlc, run_modbus_press
 from gateway.sources import codec
 from tests.e2e.helpers import GatewayProcess, wait_for, write_config
 
@@ -37,6 +37,21 @@ RULES = """
     description: "Stroke {{ value | int }}"
     assignees: [3]
 """
+
+
+def storm_gateway(tmp: Path, sim: MobilityWorkSim, plc: ModbusPlc, http_port: int) -> GatewayProcess:
+    """The storm set-up shared with torture/power_cut.py: 10% 5xx and 5% commit_lost on the task endpoint,
+    a dispatcher allowed to go fast, a plan without a quota in the way; the gateway not yet started."""
+    sim.set_faults(
+        Fault("http_5xx", probability=0.1, seed=1, path="/partners/v1/tasks"),
+        Fault("commit_lost", probability=0.05, seed=2, path="/partners/v1/tasks"),
+    )
+    config = write_config(
+        tmp, mw_url=sim.url, api_key=API_KEY, http_port=http_port, plc_port=plc.port, rules=RULES
+    )
+    text = config.read_text().replace("dispatcher:\n", "dispatcher:\n  rate_limit: 500\n  concurrency: 8\n")
+    config.write_text(text.replace("plan: premium", "plan: ultimate"))
+    return GatewayProcess(config, env={"MW_API_KEY": API_KEY}, http_port=http_port)
 
 
 def db_rows(state_dir: Path, sql: str) -> list[tuple[object, ...]]:
@@ -56,19 +71,8 @@ async def test_sigkill_at_random_moments_loses_nothing_and_queues_nothing_twice(
         run_mobility_work_sim(api_key=API_KEY) as sim,
         run_modbus_press(simulate=False, units=(1,)) as plc,
     ):
-        sim.set_faults(
-            Fault("http_5xx", probability=0.1, seed=1, path="/partners/v1/tasks"),
-            Fault("commit_lost", probability=0.05, seed=2, path="/partners/v1/tasks"),
-        )
-        config = write_config(
-            tmp_path, mw_url=sim.url, api_key=API_KEY, http_port=http_port, plc_port=plc.port, rules=RULES
-        )
-        text = config.read_text().replace(
-            "dispatcher:\n", "dispatcher:\n  rate_limit: 500\n  concurrency: 8\n"
-        )
-        config.write_text(text.replace("plan: premium", "plan: ultimate"))
+        gw = storm_gateway(tmp_path, sim, plc, http_port)
         state_dir = tmp_path / "state"
-        gw = GatewayProcess(config, env={"MW_API_KEY": API_KEY}, http_port=http_port)
 
         strokes = 0
         stroking = asyncio.Event()
