@@ -95,7 +95,8 @@ async def test_a_database_refusing_writes_is_reported_on_healthz_and_the_gateway
     import httpx
 
     import gateway.app
-    from tests.web.ops_gateway import running_gateway, wait_for
+    from tests.e2e.helpers import wait_for
+    from tests.web.ops_gateway import running_gateway
 
     monkeypatch.setattr(gateway.app, "STORE_RETRY_S", 0.1)
     async with (

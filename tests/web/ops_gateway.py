@@ -3,10 +3,8 @@ Mobility Work simulator, and the gateway's own HTTP server on a free port."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from gateway.app import Gateway, load_all
 from gateway.sim.mobility_work import MobilityWorkSim, run_mobility_work_sim
 from gateway.sim.plc import ModbusPlc, run_modbus_press
 from gateway.sources import codec
+from tests.e2e.helpers import wait_for
 
 API_KEY = "ops-test-key-5f2a9c71e0"
 
@@ -50,23 +49,6 @@ class Running:
             return s is not None and s.value == value
 
         await wait_for(seen, what=f"{signal} == {value}")
-
-
-async def wait_for(
-    predicate: Callable[[], Any] | Callable[[], Awaitable[Any]],
-    *,
-    timeout_s: float = 20.0,
-    what: str = "condition",
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def write_config(tmp: Path, *, mw_url: str, http_port: int, plc_port: int, http_extra: str = "") -> Path:

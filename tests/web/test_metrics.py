@@ -6,7 +6,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.web.metrics import FAMILIES, PREFIX
-from tests.web.ops_gateway import running_gateway, wait_for
+from tests.e2e.helpers import wait_for
+from tests.web.ops_gateway import running_gateway
 
 
 def _families(text: str) -> dict[str, list[tuple[str, dict[str, str], float]]]:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from gateway.web.page import progress_text, render_status_page
-from tests.web.ops_gateway import running_gateway, wait_for
+from tests.e2e.helpers import wait_for
+from tests.web.ops_gateway import running_gateway
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
