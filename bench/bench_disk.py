@@ -20,12 +20,12 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from gateway.clock import ManualClock
-from gateway.cmms.base import Delivery, Outcome
+from gateway.core.clock import ManualClock
+from gateway.core.delivery import Delivery, Outcome
+from gateway.core.samples import Sample
 from gateway.engine.engine import Engine
 from gateway.engine.loader import load_rules
 from gateway.retention import prune
-from gateway.sources.base import Sample
 from gateway.store import Store
 
 T0 = 1_767_225_600.0

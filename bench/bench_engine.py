@@ -15,9 +15,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from gateway.core.samples import Quality, Sample
 from gateway.engine.engine import Engine
 from gateway.engine.loader import load_rules
-from gateway.sources.base import Quality, Sample
 
 N_SIGNALS = 10_000
 N_RULES = 1_000

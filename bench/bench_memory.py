@@ -108,7 +108,7 @@ LOAD = textwrap.dedent(
     from pathlib import Path
     from bench import bench_engine as b
     from bench.bench_memory import rss_mib
-    from gateway.clock import ManualClock
+    from gateway.core.clock import ManualClock
     from gateway.engine.engine import Engine
     from gateway.engine.loader import load_rules
     from gateway.store import Store

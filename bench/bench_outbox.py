@@ -18,12 +18,12 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway.clock import ManualClock
 from gateway.cmms.mobility_work import MobilityWorkBackend
 from gateway.cmms.schema import MobilityWorkConfig
 from gateway.config import DispatcherSection
+from gateway.core.clock import ManualClock
+from gateway.core.firings import Evidence, Firing, TaskSpec, firing_uuid
 from gateway.dispatcher import Dispatcher
-from gateway.engine.firing import Evidence, Firing, TaskSpec, firing_uuid
 from gateway.sim.mobility_work import run_mobility_work_sim
 from gateway.store import DB_FILENAME, Store
 from gateway.store.db import PRAGMAS

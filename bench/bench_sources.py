@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.core.samples import Sample
 from gateway.sim.plc import run_modbus_press
-from gateway.sources.base import Sample
 from gateway.sources.modbus import MAX_BITS, MAX_REGISTERS, ModbusConnector
 from gateway.sources.schema import ModbusSource, MqttSource
 

@@ -20,18 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.clock import Clock, SystemClock
-from gateway.cmms.base import Backend, Delivery, NetworkInfo, OutboxItem
 from gateway.cmms.registry import build_backend
 from gateway.config import Config, load_config
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem
+from gateway.core.errors import BackendError, ProblemsError
+from gateway.core.firings import Firing
+from gateway.core.ports import Backend, Source
+from gateway.core.samples import Quality, Sample
 from gateway.dispatcher import Dispatcher
 from gateway.engine.engine import Engine
-from gateway.engine.firing import Firing
 from gateway.engine.loader import RuleSet, load_rules
-from gateway.errors import BackendError, ProblemsError
 from gateway.logs import setup_logging
 from gateway.retention import Housekeeping
-from gateway.sources.base import Quality, Sample, Source
 from gateway.store import Store
 from gateway.systemd import notify, watchdog_interval_s
 

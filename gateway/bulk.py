@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from gateway.cmms import mw_bulk as b
 from gateway.config import Config
-from gateway.errors import Problem
+from gateway.core.errors import Problem
 
 OPERATIONS: dict[str, tuple[type[Any], str]] = {
     "create-spare-parts": (b.NewSparePart, "create_spare_parts"),

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import CONFIG_ENV_VAR, Config, load_config, resolve_config_path
-from gateway.errors import ConfigError, Problem, ProblemsError
+from gateway.core.errors import ConfigError, Problem, ProblemsError
 
 EPILOG = f"-c defaults to ./gateway.yaml, then ${CONFIG_ENV_VAR}."
 

@@ -26,8 +26,8 @@ from pydantic import (
 )
 
 from gateway.cmms.schema import CmmsConfig
-from gateway.durations import parse_duration
-from gateway.errors import ConfigError, Problem
+from gateway.core.durations import parse_duration
+from gateway.core.errors import ConfigError, Problem
 from gateway.sources.schema import SourceConfig
 from gateway.yamlfile import YamlDoc, load_yaml
 

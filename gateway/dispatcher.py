@@ -32,10 +32,11 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.clock import Clock, SystemClock
-from gateway.cmms.base import Backend, Delivery, OutboxItem, Outcome
 from gateway.config import DispatcherSection
-from gateway.engine.firing import Priority
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.delivery import Delivery, OutboxItem, Outcome
+from gateway.core.firings import Priority
+from gateway.core.ports import Backend
 from gateway.store import Store
 
 log = logging.getLogger(__name__)

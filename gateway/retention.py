@@ -12,8 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.core.errors import StoreError
 from gateway.disk import DISK_CHECK_INTERVAL_S, DiskStatus, check_disk, human_bytes
-from gateway.errors import StoreError
 from gateway.store import Store
 from gateway.store.db import describe_sqlite_error
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gateway.errors import Problem
+from gateway.core.errors import Problem
 
 Loc = tuple[str | int, ...]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 from gateway.logs import RedactSecrets
 
 BASE = """\

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from gateway.clock import ManualClock
-from gateway.cmms.base import Delivery, Outcome
+from gateway.core.clock import ManualClock
+from gateway.core.delivery import Delivery, Outcome
+from gateway.core.firings import Firing, TaskSpec
 from gateway.disk import check_disk, directory_size, human_bytes
-from gateway.engine.firing import Firing, TaskSpec
 from gateway.retention import prune
 from gateway.store import Store
 

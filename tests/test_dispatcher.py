@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.clock import ManualClock
-from gateway.cmms.base import Delivery, NetworkInfo, OutboxItem, Outcome
 from gateway.config import DispatcherSection
+from gateway.core.clock import ManualClock
+from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem, Outcome
+from gateway.core.firings import Firing, Priority, TaskSpec
 from gateway.dispatcher import LINK_DOWN_AFTER, Dispatcher, DispatcherState, backoff_delay, month_key
-from gateway.engine.firing import Firing, Priority, TaskSpec
 from gateway.store import Store
 from gateway.store.outbox import INTERRUPTED_ERROR
 
@@ -501,7 +501,7 @@ async def test_rate_limit_spaces_requests(store: Store, clock: ManualClock) -> N
 
 
 async def test_run_wakes_on_new_rows_and_stops_cleanly(store: Store) -> None:
-    from gateway.clock import SystemClock
+    from gateway.core.clock import SystemClock
 
     backend = FakeBackend()
     d = Dispatcher(store, backend, settings=settings(idle_poll=30), clock=SystemClock())

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.clock import ManualClock
 from gateway.config import load_config
-from gateway.engine.firing import Firing, SparePart, TaskSpec
+from gateway.core.clock import ManualClock
+from gateway.core.firings import Firing, SparePart, TaskSpec
+from gateway.core.webhooks import Incoming, LedgerOps, Movement, TaskUpdate
 from gateway.reconcile import build_report, cmd_reconcile, parse_since, render
 from gateway.store import Store
-from gateway.store.ledger import Incoming, LedgerOps, Movement, TaskUpdate
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -195,7 +195,7 @@ async def test_cli_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 async def test_an_attempt_whose_answer_was_lost_is_a_possible_duplicate(store: Store) -> None:
-    from gateway.cmms.base import Delivery, Outcome
+    from gateway.core.delivery import Delivery, Outcome
 
     (rec,) = await store.outbox.record_firings([firing("oil:1", "oil", at=T0)])
     (item,) = await store.outbox.due(now=T0 + 86400, limit=1)
@@ -219,7 +219,7 @@ async def test_an_attempt_whose_answer_was_lost_is_a_possible_duplicate(store: S
 
 
 async def test_a_delivered_firing_awaits_its_webhook_before_it_is_never_scheduled(tmp_path: Path) -> None:
-    from gateway.cmms.base import Delivery, Outcome
+    from gateway.core.delivery import Delivery, Outcome
     from gateway.reconcile import SCHEDULED_GRACE_S
 
     clock = ManualClock(T0)

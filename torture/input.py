@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.config import load_config
+from gateway.core.errors import ConfigError, RuleError
 from gateway.engine.loader import load_rules
-from gateway.errors import ConfigError, RuleError
 from gateway.web.signature import sign
 from tests.conftest import _free_port
 from tests.web.test_webhooks_fuzz import json_values, webhooks

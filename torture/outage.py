@@ -17,12 +17,12 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.clock import ManualClock
 from gateway.cmms.mobility_work import MobilityWorkBackend
 from gateway.cmms.schema import HttpClientOptions, MobilityWorkConfig
 from gateway.config import DispatcherSection
+from gateway.core.clock import ManualClock
+from gateway.core.firings import Firing, Priority, TaskSpec
 from gateway.dispatcher import Dispatcher, DispatcherState
-from gateway.engine.firing import Firing, Priority, TaskSpec
 from gateway.sim.mobility_work import run_mobility_work_sim
 from gateway.store import Store
 from torture import Report

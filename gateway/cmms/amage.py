@@ -29,8 +29,6 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from gateway.clock import Clock, SystemClock
-from gateway.cmms.base import Delivery, NetworkInfo, OutboxItem, Outcome
 from gateway.cmms.http import (
     delivery_from_exception,
     delivery_from_response,
@@ -41,7 +39,9 @@ from gateway.cmms.http import (
     user_agent,
 )
 from gateway.cmms.schema import AmageConfig
-from gateway.engine.firing import Priority
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem, Outcome
+from gateway.core.firings import Priority
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from gateway.clock import Clock
-from gateway.cmms.base import Delivery, NetworkInfo, OutboxItem, Outcome
 from gateway.cmms.schema import DryRunConfig
+from gateway.core.clock import Clock
+from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem, Outcome
 
 log = logging.getLogger(__name__)
 

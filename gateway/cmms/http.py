@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 
 from gateway import __version__
-from gateway.cmms.base import Delivery, Outcome
 from gateway.cmms.schema import HttpClientOptions
+from gateway.core.delivery import Delivery, Outcome
 
 PRODUCT = f"mw-gateway/{__version__}"
 MAX_ERROR_BODY_CHARS = 20_000

@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
-from gateway.clock import Clock, SystemClock
 from gateway.cmms import http
-from gateway.cmms.base import Delivery, NetworkInfo, OutboxItem, Outcome
 from gateway.cmms.schema import MobilityWorkConfig
-from gateway.engine.firing import TaskSpec
-from gateway.errors import BackendError
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem, Outcome
+from gateway.core.errors import BackendError
+from gateway.core.firings import TaskSpec
 
 log = logging.getLogger(__name__)
 

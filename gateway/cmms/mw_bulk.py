@@ -21,11 +21,11 @@ from typing import Any
 
 import httpx
 
-from gateway.clock import Clock, SystemClock
 from gateway.cmms import http
-from gateway.cmms.base import Delivery, Outcome
 from gateway.cmms.mobility_work import make_mw_client
 from gateway.cmms.schema import MobilityWorkConfig
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.delivery import Delivery, Outcome
 
 MAX_ITEMS = 10_000
 

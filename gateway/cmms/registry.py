@@ -6,9 +6,9 @@ import importlib
 
 import httpx
 
-from gateway.clock import Clock
-from gateway.cmms.base import Backend
 from gateway.cmms.schema import CmmsConfig
+from gateway.core.clock import Clock
+from gateway.core.ports import Backend
 
 _BACKENDS = {
     "mobility_work": ("gateway.cmms.mobility_work", "MobilityWorkBackend"),

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from gateway.durations import parse_duration
+from gateway.core.durations import parse_duration
 
 PLAN_QUOTAS = {"starter": 100, "premium": 500, "ultimate": 50_000}
 

@@ -19,8 +19,6 @@ from typing import Any
 
 import httpx
 
-from gateway.clock import Clock, SystemClock
-from gateway.cmms.base import Delivery, NetworkInfo, OutboxItem, Outcome
 from gateway.cmms.http import (
     delivery_from_exception,
     delivery_from_response,
@@ -29,7 +27,9 @@ from gateway.cmms.http import (
     user_agent,
 )
 from gateway.cmms.schema import ServitlyConfig
-from gateway.errors import BackendError
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem, Outcome
+from gateway.core.errors import BackendError
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gateway.engine.firing import Firing
+from gateway.core.firings import Firing
+from gateway.core.samples import Sample
 from gateway.engine.loader import RuleSet
 from gateway.engine.triggers import Host, RuleRuntime, make_runtime
-from gateway.sources.base import Sample
 
 log = logging.getLogger("gateway.engine")
 

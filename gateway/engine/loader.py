@@ -19,6 +19,8 @@ from jinja2 import TemplateError, nodes
 from jinja2.environment import Template
 from pydantic import BaseModel, ValidationError
 
+from gateway.core.errors import Problem, RuleError
+from gateway.core.samples import Sample
 from gateway.engine import templates as tpl
 from gateway.engine.model import (
     TRIGGER_KINDS,
@@ -33,8 +35,6 @@ from gateway.engine.model import (
     StaleWhen,
     TaskModel,
 )
-from gateway.errors import Problem, RuleError
-from gateway.sources.base import Sample
 from gateway.yamlfile import YamlDoc, load_yaml
 
 Loc = tuple[str | int, ...]

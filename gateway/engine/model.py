@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.durations import parse_duration
+from gateway.core.durations import parse_duration
 
 TRIGGER_KINDS = ("counter", "hours", "signal", "expr", "stale")
 

@@ -23,7 +23,7 @@ from jinja2.environment import Template
 from jinja2.parser import Parser
 from jinja2.sandbox import SandboxedEnvironment
 
-from gateway.sources.base import Quality, Sample
+from gateway.core.samples import Quality, Sample
 
 # Names every template sees; a dotted name rooted at one of them is not a signal.
 CONTEXT_NAMES = frozenset(

@@ -19,11 +19,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.core.firings import Evidence, Firing, Priority, SparePart, TaskSpec
+from gateway.core.samples import Quality, Sample
 from gateway.engine import templates as tpl
-from gateway.engine.firing import Evidence, Firing, Priority, SparePart, TaskSpec
 from gateway.engine.loader import CompiledRule, base_context
 from gateway.engine.model import CounterWhen, ExprWhen, HoursWhen, SignalWhen, StaleWhen
-from gateway.sources.base import Quality, Sample
 
 log = logging.getLogger("gateway.engine")
 

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.clock import Clock, SystemClock
+from gateway.core.clock import Clock, SystemClock
 from gateway.sim.harness import Fault, FaultPlan, ReceivedRequest, control_routes, handle_with_faults, serve
 
 _WORK_STRINGS = ("type", "description", "outcome", "userEmail", "thingId", "locationId")

@@ -4,6 +4,7 @@ Protocol modules (opcua, modbus, mqtt) are imported lazily by `build_source`, so
 source never imports asyncua.
 """
 
-from gateway.sources.base import LinkState, Quality, Sample, Source, SourceStats
+from gateway.core.ports import Source
+from gateway.core.samples import LinkState, Quality, Sample, SourceStats
 
 __all__ = ["LinkState", "Quality", "Sample", "Source", "SourceStats"]

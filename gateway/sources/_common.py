@@ -5,41 +5,10 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Iterable
 
-from gateway.clock import Clock
-from gateway.sources.base import Emit, LinkState, Quality, Sample, SourceStats, Value
-
-
-class Backoff:
-    """Exponential backoff with jitter: initial, initial*2, ... capped at max_s, each delay times a random
-    factor in [1 - jitter, 1]. reset() after a success."""
-
-    def __init__(
-        self,
-        *,
-        initial_s: float,
-        max_s: float,
-        factor: float = 2.0,
-        jitter: float = 0.2,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.initial_s = max(initial_s, 0.001)
-        self.max_s = max(max_s, self.initial_s)
-        self.factor = factor
-        self.jitter = jitter
-        self.attempts = 0
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        base = min(self.initial_s * self.factor**self.attempts, self.max_s)
-        if base < self.max_s:  # once capped, stop counting: factor**1025 overflows a float (a long outage)
-            self.attempts += 1
-        return base * (1.0 - self.jitter * self._rng.random())
-
-    def reset(self) -> None:
-        self.attempts = 0
+from gateway.core.clock import Clock
+from gateway.core.samples import Emit, LinkState, Quality, Sample, SourceStats, Value
 
 
 class Link:

@@ -36,10 +36,11 @@ from typing import Any
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from gateway.clock import Clock, SystemClock
+from gateway.core.backoff import Backoff
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.samples import Emit, LinkState, SourceStats
 from gateway.sources import codec
-from gateway.sources._common import Backoff, Link, Sink, quiet_library_logger
-from gateway.sources.base import Emit, LinkState, SourceStats
+from gateway.sources._common import Link, Sink, quiet_library_logger
 from gateway.sources.schema import ModbusSignal, ModbusSource
 
 log = logging.getLogger(__name__)

@@ -29,9 +29,10 @@ from urllib.parse import urlparse
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from gateway.clock import Clock, SystemClock
-from gateway.sources._common import Backoff, Link, Sink, quiet_library_logger
-from gateway.sources.base import Emit, SourceStats, Value
+from gateway.core.backoff import Backoff
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.samples import Emit, SourceStats, Value
+from gateway.sources._common import Link, Sink, quiet_library_logger
 from gateway.sources.schema import MqttSignal, MqttSource
 
 log = logging.getLogger(__name__)

@@ -34,9 +34,10 @@ from asyncua.ua.uaerrors import UaError
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
-from gateway.clock import Clock, SystemClock
-from gateway.sources._common import Backoff, Link, Sink, quiet_library_logger
-from gateway.sources.base import Emit, SourceStats, Value
+from gateway.core.backoff import Backoff
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.samples import Emit, SourceStats, Value
+from gateway.sources._common import Link, Sink, quiet_library_logger
 from gateway.sources.schema import OpcuaSignal, OpcuaSource
 
 log = logging.getLogger(__name__)

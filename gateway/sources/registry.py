@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.clock import Clock
-from gateway.sources.base import Source
+from gateway.core.clock import Clock
+from gateway.core.ports import Source
 from gateway.sources.schema import ModbusSource, MqttSource, OpcuaSource
 
 

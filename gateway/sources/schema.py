@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from gateway.durations import parse_duration
+from gateway.core.durations import parse_duration
 
 Seconds = Annotated[float, Field(ge=0)]
 

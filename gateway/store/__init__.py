@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.clock import Clock, SystemClock
+from gateway.core.clock import Clock, SystemClock
 from gateway.store.db import DB_FILENAME, Database
 from gateway.store.ledger import Ledger
 from gateway.store.outbox import FiringStatus, Outbox, OutboxRow, OutboxStatus, Recorded

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.errors import StoreError
+from gateway.core.errors import StoreError
 from gateway.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)

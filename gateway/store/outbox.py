@@ -22,9 +22,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.clock import Clock
-from gateway.cmms.base import Delivery, OutboxItem
-from gateway.engine.firing import Firing, Priority, firing_uuid
+from gateway.core.clock import Clock
+from gateway.core.delivery import Delivery, OutboxItem
+from gateway.core.firings import Firing, Priority, firing_uuid
 from gateway.store.db import Database
 
 

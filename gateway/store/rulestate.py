@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.clock import Clock
+from gateway.core.clock import Clock
 from gateway.store.db import Database
 from gateway.store.outbox import _save_rule_states
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store.ledger import NonceUse
+from gateway.core.webhooks import NonceUse
 from gateway.web.signature import DEFAULT_TEMPLATE, compute_signature, parse_header
 
 

@@ -30,10 +30,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.clock import Clock
-from gateway.errors import StoreError
-from gateway.sources.base import Quality, Sample
-from gateway.store.ledger import (
+from gateway.core.clock import Clock
+from gateway.core.errors import StoreError
+from gateway.core.samples import Quality, Sample
+from gateway.core.webhooks import (
     ActivityAdd,
     Incoming,
     LedgerOps,

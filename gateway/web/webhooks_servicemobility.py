@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.store.ledger import Incoming, LedgerOps, Movement
+from gateway.core.webhooks import Incoming, LedgerOps, Movement
 from gateway.web.webhooks_mw import BadRequest, number, obj, text, timestamp
 
 SOURCE = "servicemobility"

@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.clock import ManualClock
 from gateway.cmms.amage import AmageBackend
-from gateway.cmms.base import OutboxItem, Outcome
 from gateway.cmms.schema import AmageConfig, HttpClientOptions
-from gateway.engine.firing import Evidence, Firing, Priority, SparePart, TaskSpec, firing_uuid
+from gateway.core.clock import ManualClock
+from gateway.core.delivery import OutboxItem, Outcome
+from gateway.core.firings import Evidence, Firing, Priority, SparePart, TaskSpec, firing_uuid
 from gateway.sim.amage import AmageSim, Fault, run_amage_sim
 
 DEVICE = "0b6f6a52-7a1e-4c1f-9a51-5f0d3c2b1a00"

@@ -8,13 +8,13 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from gateway.clock import ManualClock
 from gateway.cmms.amage import AmageBackend
-from gateway.cmms.base import OutboxItem, Outcome
 from gateway.cmms.dry_run import DryRunBackend
 from gateway.cmms.registry import build_backend
 from gateway.cmms.schema import AmageConfig, CmmsConfig
-from gateway.engine.firing import Evidence, Firing, SparePart, TaskSpec, firing_uuid
+from gateway.core.clock import ManualClock
+from gateway.core.delivery import OutboxItem, Outcome
+from gateway.core.firings import Evidence, Firing, SparePart, TaskSpec, firing_uuid
 from gateway.sim.amage import run_amage_sim
 from gateway.sim.servitly import run_servitly_sim
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from gateway.clock import ManualClock
-from gateway.cmms.base import OutboxItem, Outcome
 from gateway.cmms.mobility_work import MobilityWorkBackend, task_payload
 from gateway.cmms.schema import HttpClientOptions, MobilityWorkConfig
-from gateway.engine.firing import Firing, TaskSpec, firing_uuid
-from gateway.errors import BackendError
+from gateway.core.clock import ManualClock
+from gateway.core.delivery import OutboxItem, Outcome
+from gateway.core.errors import BackendError
+from gateway.core.firings import Firing, TaskSpec, firing_uuid
 from gateway.sim.mobility_work import Fault, MobilityWorkSim, run_mobility_work_sim
 
 KEY = "test-key-5d1c0e6b"

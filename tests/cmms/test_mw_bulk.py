@@ -8,7 +8,6 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
-from gateway.cmms.base import Outcome
 from gateway.cmms.mw_bulk import (
     UNSET,
     CustomField,
@@ -27,6 +26,7 @@ from gateway.cmms.mw_bulk import (
     to_minor_units,
 )
 from gateway.cmms.schema import HttpClientOptions, MobilityWorkConfig
+from gateway.core.delivery import Outcome
 from gateway.sim.mobility_work import Fault, MobilityWorkSim, run_mobility_work_sim
 
 KEY = "bulk-key"

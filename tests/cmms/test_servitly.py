@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from gateway.clock import ManualClock
-from gateway.cmms.base import OutboxItem, Outcome
 from gateway.cmms.schema import HttpClientOptions, ServitlyConfig
 from gateway.cmms.servitly import ServitlyBackend
-from gateway.engine.firing import Evidence, Firing, Priority, TaskSpec, firing_uuid
-from gateway.errors import BackendError
+from gateway.core.clock import ManualClock
+from gateway.core.delivery import OutboxItem, Outcome
+from gateway.core.errors import BackendError
+from gateway.core.firings import Evidence, Firing, Priority, TaskSpec, firing_uuid
 from gateway.sim.servitly import Fault, ServitlySim, run_servitly_sim
 
 TENANT = "acme"

@@ -10,12 +10,12 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.clock import ManualClock
 from gateway.cmms.mobility_work import MobilityWorkBackend
 from gateway.cmms.schema import MobilityWorkConfig
 from gateway.config import DispatcherSection
+from gateway.core.clock import ManualClock
+from gateway.core.firings import Firing, Priority, TaskSpec
 from gateway.dispatcher import Dispatcher, DispatcherState
-from gateway.engine.firing import Firing, Priority, TaskSpec
 from gateway.sim.mobility_work import run_mobility_work_sim
 from gateway.store import Store
 

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gateway.core.firings import Firing
+from gateway.core.samples import Quality, Sample
 from gateway.engine.engine import Engine
-from gateway.engine.firing import Firing
 from gateway.engine.loader import RuleSet, load_rules
-from gateway.sources.base import Quality, Sample
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.core.samples import Quality, Sample
 from gateway.engine.engine import Engine
 from gateway.engine.loader import load_rules
-from gateway.sources.base import Quality, Sample
 
 RULES = """\
 - id: hot

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.core.samples import Sample
 from gateway.engine import templates as tpl
-from gateway.sources.base import Sample
 
 EXPRESSIONS = [
     "a.x > 200 and a.mode == 'AUTO'",

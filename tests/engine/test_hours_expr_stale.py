@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.errors import RuleError
 from gateway.engine.engine import Engine
-from gateway.errors import RuleError
 from tests.engine.helpers import T0, at, bad, engine, feed, good, ruleset
 
 HOURS = """

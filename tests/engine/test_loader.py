@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.errors import RuleError
 from gateway.engine.loader import load_rules
-from gateway.errors import RuleError
 
 KNOWN = ["press1.strokes", "press1.temp", "press1.pressure", "pump7.temp", "oven.*_temp", "cmms.stock.*"]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.errors import RuleError
 from gateway.engine.engine import Engine
 from gateway.engine.loader import load_rules
-from gateway.errors import RuleError
 from tests.engine.helpers import T0, good
 
 HOT = """

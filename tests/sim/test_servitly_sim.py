@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.clock import ManualClock
+from gateway.core.clock import ManualClock
 from gateway.sim.servitly import ServitlySim, run_servitly_sim
 
 TENANT = {"X-Servitly-Tenant": "acme"}

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from gateway.sources.base import Quality, Sample, Source
+from gateway.core.ports import Source
+from gateway.core.samples import Quality, Sample
 
 SAFETY_TIMEOUT_S = 20.0  # only a guard against a hung test; no assertion depends on it
 

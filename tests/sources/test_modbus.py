@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pymodbus.client.mixin import ModbusClientMixin
 
+from gateway.core.samples import LinkState, Quality
 from gateway.sim.plc import run_modbus_press
-from gateway.sources.base import LinkState, Quality
 from gateway.sources.modbus import MAX_REGISTERS, ModbusConnector, Point, plan_reads
 from gateway.sources.registry import build_source
 from gateway.sources.schema import ModbusSource

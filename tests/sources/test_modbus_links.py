@@ -19,9 +19,9 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException
 
+from gateway.core.backoff import Backoff
+from gateway.core.samples import LinkState, Quality
 from gateway.sim.plc import run_modbus_press
-from gateway.sources._common import Backoff
-from gateway.sources.base import LinkState, Quality
 from gateway.sources.modbus import ModbusConnector
 from gateway.sources.schema import ModbusSource
 from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector

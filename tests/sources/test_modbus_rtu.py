@@ -18,8 +18,8 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from gateway.core.samples import LinkState, Quality
 from gateway.sources import codec
-from gateway.sources.base import LinkState, Quality
 from gateway.sources.modbus import ModbusConnector
 from gateway.sources.registry import build_source
 from gateway.sources.schema import ModbusSource

@@ -17,7 +17,7 @@ import aiomqtt
 import pytest
 
 from gateway.config import load_config
-from gateway.sources.base import LinkState, Quality
+from gateway.core.samples import LinkState, Quality
 from gateway.sources.mqtt import MqttConnector, match_topic, signal_name
 from gateway.sources.registry import build_source
 from gateway.sources.schema import MqttSource

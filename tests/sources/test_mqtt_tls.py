@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.sources.base import LinkState, Quality
+from gateway.core.samples import LinkState, Quality
 from gateway.sources.mqtt import MqttConnector
 from gateway.sources.registry import build_source
 from gateway.sources.schema import MqttSource

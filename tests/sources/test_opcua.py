@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.core.samples import LinkState, Quality
 from gateway.sim.plc import NAMESPACE_URI, run_opcua_press
-from gateway.sources.base import LinkState, Quality
 from gateway.sources.opcua import OpcuaConnector
 from gateway.sources.registry import build_source
 from gateway.sources.schema import OpcuaSource

@@ -12,8 +12,8 @@ import pytest
 from asyncua import ua
 from asyncua.server.server import Server
 
+from gateway.core.samples import LinkState, Quality
 from gateway.sim.plc import NAMESPACE_URI, run_opcua_press
-from gateway.sources.base import LinkState, Quality
 from tests.sources.conftest import Collector, running
 from tests.sources.test_opcua import _value, source
 

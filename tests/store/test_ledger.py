@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.clock import ManualClock
-from gateway.engine.firing import Firing, SparePart, TaskSpec
-from gateway.store import FiringStatus, Store
-from gateway.store.ledger import (
+from gateway.core.clock import ManualClock
+from gateway.core.firings import Firing, SparePart, TaskSpec
+from gateway.core.webhooks import (
     ActivityAdd,
     Incoming,
     LedgerOps,
@@ -19,6 +18,7 @@ from gateway.store.ledger import (
     StockUpdate,
     TaskUpdate,
 )
+from gateway.store import FiringStatus, Store
 
 
 def firing(key: str, *, rule: str = "r1", equipment: str = "EQ-1") -> Firing:

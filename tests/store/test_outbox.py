@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.clock import ManualClock
-from gateway.cmms.base import Delivery, Outcome
-from gateway.engine.firing import Firing, Priority, TaskSpec
+from gateway.core.clock import ManualClock
+from gateway.core.delivery import Delivery, Outcome
+from gateway.core.firings import Firing, Priority, TaskSpec
 from gateway.store import FiringStatus, Store
 
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gateway.config import HttpSection, load_config
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 from gateway.web.auth import Credentials, is_protected
 from tests.web.ops_gateway import running_gateway
 

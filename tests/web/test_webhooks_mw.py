@@ -261,7 +261,7 @@ async def test_a_body_cut_short_is_not_stored(tmp_path: Path, free_port: Callabl
 async def test_completed_task_reaches_the_engine_callback(
     tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
-    from gateway.engine.firing import Firing, TaskSpec
+    from gateway.core.firings import Firing, TaskSpec
 
     async with running_receiver(tmp_path, free_port()) as gw, httpx.AsyncClient() as client:
         [rec] = await gw.store.outbox.record_firings(

@@ -13,11 +13,11 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway.clock import SystemClock
 from gateway.config import HttpSection
-from gateway.sources.base import Sample
+from gateway.core.clock import SystemClock
+from gateway.core.samples import Sample
+from gateway.core.webhooks import TaskClosed
 from gateway.store import Store
-from gateway.store.ledger import TaskClosed
 from gateway.web.webhooks_mw import WebhookReceiver
 
 SECRET = "whsec-current-7f3a"

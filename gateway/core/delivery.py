@@ -1,4 +1,4 @@
-"""The CMMS backend protocol: turn a queued firing into a request, and classify what came back.
+"""Outbox items and delivery outcomes: what the dispatcher hands a backend and what comes back.
 
 The dispatcher knows nothing about any CMMS; a backend knows nothing about the outbox. Each `deliver()` call
 returns a `Delivery`, whose `outcome` tells the dispatcher what to do with the outbox row.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from gateway.engine.firing import Firing
+from gateway.core.firings import Firing
 
 
 class Outcome(enum.StrEnum):
@@ -54,20 +54,3 @@ class NetworkInfo:
     network_id: str | None = None
     name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Backend(Protocol):
-    kind: str  # "mobility_work", "amage", "servitly", "dry_run"
-    counts_against_quota: bool  # whether delivered tasks use the plan's monthly quota
-
-    async def start(self) -> NetworkInfo:
-        """Check credentials and learn the account's settings. Raises BackendError on bad credentials;
-        returns NetworkInfo() (unknowns) when the CMMS is unreachable, so the gateway still starts and queues.
-        """
-        ...
-
-    async def deliver(self, item: OutboxItem) -> Delivery:
-        """Send one task. Never raises for network or server problems: they are Delivery outcomes."""
-        ...
-
-    async def aclose(self) -> None: ...

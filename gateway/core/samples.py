@@ -1,11 +1,10 @@
-"""The Sample type and the Source protocol: the one interface between protocols and the engine."""
+"""Samples and their quality: what every source produces and the engine consumes."""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 Value = float | int | bool | str | None
 
@@ -52,23 +51,3 @@ class SourceStats:
     link: LinkState = LinkState.CONNECTING
     last_error: str = ""
     signals: dict[str, int] = field(default_factory=dict)  # unused by default; sources may count per signal
-
-
-class Source(Protocol):
-    """A running connection to one device or broker, named in gateway.yaml under `sources:`."""
-
-    name: str
-    stats: SourceStats
-
-    def signal_names(self) -> list[str]:
-        """Full names ("source.signal") of every signal this source produces."""
-        ...
-
-    async def run(self, emit: Emit) -> None:
-        """Connect, read, and call emit() for every sample, forever; reconnect with backoff on failure.
-
-        Returns only when cancelled. Must never raise for a device or network problem: such problems become
-        BAD samples for the affected signals, `stats.link = DOWN`, one ERROR log line when the link goes down
-        and one INFO line when it comes back.
-        """
-        ...
