@@ -420,8 +420,11 @@ class WebhookReceiver:
 
     # ------------------------------------------------------------------ Mobility Work
 
-    async def receive_mobility_work(self, headers: Mapping[str, str], body: bytes) -> Reply:
-        now = self.clock.now()
+    async def receive_mobility_work(
+        self, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    ) -> Reply:
+        """`now`: when the request was received, if not now (a relayed webhook: when the relay took it)."""
+        now = self.clock.now() if now is None else now
         try:
             nonce = self.mw_verifier.verify(_header(headers, "x-mw-signature"), body, now=now)
         except Rejected as exc:
