@@ -7,6 +7,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from gateway.fleet import names
+from gateway.fleet.accounts import inbox_prefix
 from gateway.fleet.config import BusSection
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ async def connect(bus: BusSection, *, name: str, reconnect: bool = True) -> Clie
     options: dict[str, Any] = {
         "servers": list(bus.nats),
         "name": name,
+        "inbox_prefix": inbox_prefix(name),  # own replies only: the accounts allow no other inbox
         "connect_timeout": bus.connect_timeout,
         "allow_reconnect": reconnect,
         "max_reconnect_attempts": -1 if reconnect else 0,

@@ -20,7 +20,9 @@ HIGH, NORMAL = Priority.HIGH, Priority.NORMAL
 
 
 @contextlib.asynccontextmanager
-async def quota_of(bus: BusSection, name: str, *, limit: int, share: float = 0.2) -> AsyncIterator[FleetQuota]:
+async def quota_of(
+    bus: BusSection, name: str, *, limit: int, share: float = 0.2
+) -> AsyncIterator[FleetQuota]:
     nc = await connect(bus, name=name)
     js = nc.jetstream(timeout=bus.request_timeout)
     kv = await ensure_bucket(js, bus, names.quota_bucket(bus.name))
