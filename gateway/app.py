@@ -90,6 +90,7 @@ class Gateway:
     _reload_requested: asyncio.Event = field(init=False)
     _http_server: Any = field(init=False, default=None)
     housekeeping: Any = field(init=False, default=None)  # gateway.retention.Housekeeping: disk check, pruning
+    fleet: Any = field(init=False, default=None)  # gateway.fleet.member.FleetMember when `fleet:` is set
 
     # ------------------------------------------------------------------ start
 
@@ -119,6 +120,12 @@ class Gateway:
             clock=self.clock,
             on_delivery=self._delivered,
         )
+        if cfg.fleet is not None:  # NATS: relayed webhooks, heartbeat, the fleet's quota (docs/fleet.md)
+            from gateway.fleet.wiring import attach
+            from gateway.web.webhooks_mw import receiver_for
+
+            self.fleet = attach(self, receiver_for(self))
+            await self.fleet.start()
         self._start_sources()
         self._tasks += [
             asyncio.create_task(self._consume(), name="engine"),
@@ -384,6 +391,8 @@ class Gateway:
             if task.get_name() != "http":
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.fleet is not None:
+            await self.fleet.stop()
         with contextlib.suppress(Exception):
             await self.backend.aclose()
         await self.store.close()

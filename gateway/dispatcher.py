@@ -59,6 +59,7 @@ class DispatcherStatus:
     quota_used: int = 0  # delivered + uncertain this month
     quota_limit: int | None = None
     high_only: bool = False  # inside the reserve: only priority high leaves
+    fleet_held: bool = False  # the fleet's shared quota refused the last reservation (gateway/fleet/quota.py)
     link_up: bool = True  # False after LINK_DOWN_AFTER transient failures in a row
     link_error: str = ""
     hold_until: float | None = None  # a Retry-After holds every request until then
@@ -76,6 +77,7 @@ class DispatcherStatus:
             "quota_used": self.quota_used,
             "quota_limit": self.quota_limit,
             "high_only": self.high_only,
+            "fleet_held": self.fleet_held,
             "link_up": self.link_up,
             "link_error": self.link_error,
             "hold_until": self.hold_until,
@@ -135,6 +137,11 @@ class Dispatcher:
         self._store_retry_at = 0.0  # after a failed write to the state database, wait until then
         self._store_error: str | None = None
         self._on_delivery = on_delivery  # callback(item, delivery) for metrics and listeners
+        # The fleet's shared quota (gateway.fleet.quota.QuotaGuard): reserve before a task leaves, give back
+        # on a dead letter or a request that surely never arrived; a lost response keeps its reservation.
+        self.quota_guard: Any = None
+        self._reserved: dict[int, str] = {}  # outbox id -> the month of its fleet reservation
+        self._guard_held_until = 0.0
 
     # ------------------------------------------------------------------ control
 
@@ -249,6 +256,9 @@ class Dispatcher:
             self._gate_until = self._hold_until
             return 0
         self.status.hold_until = None
+        if now < self._guard_held_until:  # the fleet quota refused: look again a little later
+            self._gate_until = self._guard_held_until
+            return 0
         single = self.status.state is DispatcherState.PAUSED or not self.status.link_up
         if single:
             if self._inflight:
@@ -301,9 +311,12 @@ class Dispatcher:
             await self._respect_rate_limit()
             if not probe and self._blocked():
                 return  # nothing claimed, nothing sent: the row is simply due again
+            if not await self._fleet_reserve(item):
+                return  # the fleet's quota is used up: the row stays queued, held
             try:
                 await self.store.outbox.claim([item])  # durable before the request leaves
             except Exception as exc:
+                await self._fleet_release(item)
                 self._store_failed(f"could not claim outbox row {item.outbox_id}, not sending it: {exc}")
                 return
             self._store_ok()
@@ -398,6 +411,10 @@ class Dispatcher:
             self.status.attempts[outcome.value] = self.status.attempts.get(outcome.value, 0) + 1
             if self._on_delivery is not None:
                 self._on_delivery(item, delivery)
+        if outcome is Outcome.DONE or (outcome is Outcome.RETRY and delivery.maybe_committed):
+            self._reserved.pop(item.outbox_id, None)  # created (or maybe): the reservation is used
+        else:
+            await self._fleet_release(item)
         if outcome is Outcome.DONE:
             await self.store.outbox.mark_delivered(
                 item, delivery, backend=self.backend.kind, quota_month=month
@@ -500,6 +517,33 @@ class Dispatcher:
         )
 
     # ------------------------------------------------------------------ quota
+
+    async def _fleet_reserve(self, item: OutboxItem) -> bool:
+        guard = self.quota_guard
+        if guard is None or not self.backend.counts_against_quota:
+            return True
+        if await guard.reserve(item.firing.priority):
+            self._reserved[item.outbox_id] = month_key(self.clock.now(), self.timezone)
+            if self.status.fleet_held:
+                self.status.fleet_held = False
+                log.info("fleet quota available again: delivering")
+            return True
+        self._guard_held_until = self.clock.now() + self.settings.idle_poll
+        if not self.status.fleet_held:
+            self.status.fleet_held = True
+            log.warning(
+                "the fleet's monthly task quota is used up for %s priority tasks: they are held in the outbox",
+                item.firing.priority.value,
+            )
+        return False
+
+    async def _fleet_release(self, item: OutboxItem) -> None:
+        month = self._reserved.pop(item.outbox_id, None)
+        if month is not None and self.quota_guard is not None:
+            try:
+                await self.quota_guard.release(month)
+            except Exception as exc:  # the guard keeps its own count when NATS is away; never fatal here
+                log.warning("fleet quota: reservation of outbox row %d not given back: %s", item.outbox_id, exc)
 
     async def _check_quota(self, now: float) -> tuple[int | None, int | None, bool]:
         """(how many tasks may leave now, how many of them may be normal priority, only high priority?).
