@@ -532,7 +532,7 @@ class Dispatcher:
         if not self.status.fleet_held:
             self.status.fleet_held = True
             log.warning(
-                "the fleet's monthly task quota is used up for %s priority tasks: they are held in the outbox",
+                "the fleet's monthly task quota is used up for %s priority tasks: held in the outbox",
                 item.firing.priority.value,
             )
         return False
@@ -543,7 +543,7 @@ class Dispatcher:
             try:
                 await self.quota_guard.release(month)
             except Exception as exc:  # the guard keeps its own count when NATS is away; never fatal here
-                log.warning("fleet quota: reservation of outbox row %d not given back: %s", item.outbox_id, exc)
+                log.warning("fleet quota: reservation of row %d not given back: %s", item.outbox_id, exc)
 
     async def _check_quota(self, now: float) -> tuple[int | None, int | None, bool]:
         """(how many tasks may leave now, how many of them may be normal priority, only high priority?).

@@ -4,8 +4,8 @@ only its own subject and writes only its own status key; the relay only publishe
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import contextlib
+import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
 
