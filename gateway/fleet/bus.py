@@ -86,12 +86,17 @@ async def ensure_stream(js: JetStreamContext, bus: BusSection) -> None:
 
 
 async def ensure_bucket(js: JetStreamContext, bus: BusSection, bucket: str, *, history: int = 1) -> KeyValue:
+    """The bucket, created when missing (two gateways creating it at once: the loser opens the winner's)."""
     from nats.js.api import KeyValueConfig, StorageType
     from nats.js.errors import BucketNotFoundError
 
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
+        pass
+    try:
         return await js.create_key_value(
             KeyValueConfig(bucket=bucket, history=history, replicas=bus.replicas, storage=StorageType.FILE)
         )
+    except Exception:
+        return await js.key_value(bucket)  # created meanwhile by another member; else this raises

@@ -82,6 +82,15 @@ class FleetMember:
         return self._quota_kv
 
     async def start(self) -> None:
+        """Try to connect now (bounded by connect_timeout), so the first reservations already go to the
+        fleet; when NATS is away, keep trying in the background."""
+        from gateway.fleet.bus import connect
+
+        with contextlib.suppress(Exception):
+            self.nc = await connect(self.section, name=self.gateway_id)
+            self.js = self.nc.jetstream(timeout=self.section.request_timeout)
+            if self.quota is not None:
+                await asyncio.wait_for(self._get_quota_kv(), self.section.request_timeout * 2)
         self._tasks.append(asyncio.create_task(self._run(), name="fleet"))
 
     async def _connect(self) -> None:
@@ -102,7 +111,8 @@ class FleetMember:
 
         await self._connect()
         assert self.nc is not None
-        self.js = self.nc.jetstream(timeout=self.section.request_timeout)
+        if self.js is None:
+            self.js = self.nc.jetstream(timeout=self.section.request_timeout)
         status_kv: KeyValue | None = None
         while status_kv is None:
             try:

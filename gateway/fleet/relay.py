@@ -130,9 +130,10 @@ class Relay:
         if time.monotonic() - at < 10 and cached:
             return cached
         seen: set[str] = set(self.config.gateways)
-        if self.status_kv is not None:
+        kv = await self._status()
+        if kv is not None:
             with contextlib.suppress(Exception):  # no entry yet, or not allowed to read: the static list
-                seen.update(await self.status_kv.keys())
+                seen.update(await kv.keys())
         known = tuple(sorted(names.token(g) for g in seen))
         self._known = (time.monotonic(), known)
         return known
@@ -264,11 +265,19 @@ class Relay:
         ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
-    async def fleet_rows(self) -> list[dict[str, Any]]:
+    async def _status(self) -> KeyValue | None:
+        """The status bucket (opened when first needed: the gateways create it)."""
         if self.status_kv is None:
+            with contextlib.suppress(Exception):
+                self.status_kv = await self.js.key_value(names.status_bucket(self.fleet))
+        return self.status_kv
+
+    async def fleet_rows(self) -> list[dict[str, Any]]:
+        kv = await self._status()
+        if kv is None:
             return []
         try:
-            return await read_fleet(self.status_kv)
+            return await read_fleet(kv)
         except Exception as exc:
             log.debug("relay: fleet status not readable: %s", exc)
             return []
@@ -324,10 +333,7 @@ async def open_relay(config: RelayConfig) -> AsyncIterator[Relay]:
         js = nc.jetstream(timeout=config.fleet.request_timeout)
         with contextlib.suppress(Exception):  # a publish-only account may not manage streams
             await ensure_stream(js, config.fleet)
-        relay = Relay(config, nc, js)
-        with contextlib.suppress(Exception):
-            relay.status_kv = await js.key_value(names.status_bucket(config.fleet.name))
-        yield relay
+        yield Relay(config, nc, js)
     finally:
         await nc.close()
 

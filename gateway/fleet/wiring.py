@@ -37,6 +37,9 @@ def summary_of(gw: Any) -> Any:
 
 def attach(gw: Any, receiver: Any) -> FleetMember:
     """A FleetMember for `gw` (not started), with its quota guard set on the dispatcher."""
+    from gateway.fleet.cli import require_nats
+
+    require_nats()
     cfg = gw.config
     section = cfg.fleet
     network = gw.network.network_id or getattr(cfg.cmms, "network_name", None) or section.name
