@@ -34,8 +34,11 @@ async def connect(bus: BusSection, *, name: str, reconnect: bool = True) -> Clie
     async def _error(exc: Exception) -> None:
         log.debug("nats: %s", exc)
 
+    client: list[Client] = []
+
     async def _disconnected() -> None:
-        log.warning("fleet: connection to NATS lost; reconnecting")
+        if client and not client[0].is_closed:  # not our own close()
+            log.warning("fleet: connection to NATS lost; reconnecting")
 
     async def _reconnected() -> None:
         log.info("fleet: connected to NATS again")
@@ -59,7 +62,9 @@ async def connect(bus: BusSection, *, name: str, reconnect: bool = True) -> Clie
         options["user_credentials"] = bus.credentials
     if bus.user is not None and bus.password is not None:
         options["user"], options["password"] = bus.user, bus.password.get_secret_value()
-    return await nats.connect(**options)
+    nc = await nats.connect(**options)
+    client.append(nc)
+    return nc
 
 
 async def ensure_stream(js: JetStreamContext, bus: BusSection) -> None:
