@@ -13,7 +13,7 @@ import traceback
 
 from torture import Report
 
-CAMPAIGNS = ("power_cut", "outage", "links", "input", "disk")
+CAMPAIGNS = ("power_cut", "outage", "links", "input", "disk", "fleet")
 
 
 def main(argv: list[str]) -> int:

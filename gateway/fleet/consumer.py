@@ -53,7 +53,7 @@ class FleetConsumer:
         handle: Handler,
         *,
         batch: int = 32,
-        ack_wait: float = 60.0,
+        ack_wait: float = 30.0,
         retry_delay: float = 5.0,
     ) -> None:
         self.js = js

@@ -57,8 +57,10 @@ class FleetGateway:
             self.name,
             receiver_handler(self.receiver),
             retry_delay=0.2,
+            ack_wait=3.0,  # a batch fetched by a consumer that was stopped comes again after this
         )
-        await self.consumer.ensure()
+        with contextlib.suppress(Exception):  # the cluster may be degraded: run() keeps trying
+            await self.consumer.ensure()
         self.task = asyncio.create_task(self.consumer.run())
 
     async def stop(self) -> None:
