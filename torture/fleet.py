@@ -103,6 +103,8 @@ async def webhooks_round(report: Report, root: Path, rng: random.Random, r: int)
                         return False
                     if len(await gw.store.ledger.stock_levels()) != stock:
                         return False
+                    if await gw.store.ledger.event_count() < 2 * len(owned[g]) + stock:
+                        return False
                 return True
 
             try:

@@ -103,5 +103,8 @@ async def ensure_bucket(js: JetStreamContext, bus: BusSection, bucket: str, *, h
         return await js.create_key_value(
             KeyValueConfig(bucket=bucket, history=history, replicas=bus.replicas, storage=StorageType.FILE)
         )
-    except Exception:
-        return await js.key_value(bucket)  # created meanwhile by another member; else this raises
+    except Exception as exc:
+        try:
+            return await js.key_value(bucket)  # created meanwhile by another member
+        except BucketNotFoundError:
+            raise exc from None

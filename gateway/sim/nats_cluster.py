@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,7 +124,14 @@ class NatsCluster:
                     servers=self.urls, connect_timeout=1, allow_reconnect=False, **connect
                 )
                 try:
-                    await nc.jetstream(timeout=1).account_info()
+                    js = nc.jetstream(timeout=2)
+                    await js.account_info()
+                    # Every peer known to the meta group: a replicated stream can be placed.
+                    probe = f"READY_{uuid.uuid4().hex[:8]}"
+                    await js.add_stream(
+                        name=probe, subjects=[f"_ready.{probe}"], num_replicas=self.nodes_count
+                    )
+                    await js.delete_stream(probe)
                     return
                 finally:
                     await nc.close()

@@ -51,6 +51,8 @@ async def test_killing_the_stream_leader_loses_nothing(tmp_path: Path, own_clust
                 tasks = await gw.tasks()
                 if set(tasks) != set(mine) or any(t.state != "completed" for t in tasks.values()):
                     return False
+                if await gw.store.ledger.event_count() < 2 * len(mine):
+                    return False
             return True
 
         await wait_for(all_completed, timeout_s=30, what="every acknowledged webhook in its gateway")
