@@ -1,6 +1,6 @@
 """Run the fault campaigns and print `N passed, N failed` per campaign and overall.
 
-Usage: python -m torture [power_cut|outage|links|input|disk|fleet ...]   (all of them by default, in that order)
+Usage: python -m torture [power_cut|outage|links|input|disk|fleet ...]   (all by default, in that order)
 """
 
 from __future__ import annotations
