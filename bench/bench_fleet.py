@@ -3,7 +3,7 @@
 - fleet quota reservation latency (compare-and-set on the quota key): one gateway alone, and three at once;
 - relay webhooks/s: signature check + routing + JetStream publish acknowledged by a quorum of 3 replicas,
   next to direct webhook intake (signature check + SQLite ledger commit, fsynced) in the same run. Both are
-  the HTTP-free cores (`Relay.relay`, `WebhookReceiver.receive_mobility_work`), one at a time and 16 in flight.
+  the HTTP-free cores (`Relay.relay`, `WebhookReceiver.receive_mobility_work`), 1 at a time and 16 in flight.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ async def _run() -> list[tuple[str, str, str]]:
             "same key, contention: a lost compare-and-set reads again",
         ),
         ("relay webhooks/s, one at a time", f"{relay_1:,.0f}", "verify + publish acked by 2 of 3 replicas"),
-        ("direct webhook intake/s, one at a time", f"{direct_1:,.0f}", "verify + fsynced SQLite ledger commit"),
+        ("direct webhook intake/s, one at a time", f"{direct_1:,.0f}", "verify + fsynced ledger commit"),
         ("relay webhooks/s, 16 in flight", f"{relay_16:,.0f}", f"{relay_16 / direct_16:.2f}x direct intake"),
         ("direct webhook intake/s, 16 in flight", f"{direct_16:,.0f}", "same run, same machine"),
     ]
