@@ -219,6 +219,7 @@ async def collect_status(gw: Gateway) -> dict[str, Any]:
             "high_only": status.high_only,
         },
         "webhooks": await _webhooks(gw),
+        "fleet": gw.fleet.status() if getattr(gw, "fleet", None) is not None else None,
         "discrepancies": await _discrepancies(gw),
         "disk": disk.as_dict(),
     }

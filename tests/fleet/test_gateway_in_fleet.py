@@ -109,6 +109,11 @@ async def test_two_gateways_in_a_fleet(tmp_path: Path, nats_cluster: NatsCluster
                 (task,) = await gw.store.ledger.tasks()
                 sim_task = next(t for t in sim.state.tasks if t.id == task.task_id)
                 assert sim_task.metadata["gateway"] == gw.config.gateway.id
+            from gateway.web.status import collect_status
+
+            fleet_status = (await collect_status(gws[0]))["fleet"]
+            assert fleet_status["connected"] and fleet_status["consumed"]["acked"] >= 2
+            assert fleet_status["fleet_quota_used"] in (1, 2)  # the count at its last reservation
             quota_kv = await relay.relay.js.key_value(names.quota_bucket(bus.name))
             keys = await quota_kv.keys()
             assert len(keys) == 1 and (await quota_kv.get(keys[0])).value == b"2"
