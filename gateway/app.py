@@ -338,6 +338,8 @@ class Gateway:
             self._source_tasks.clear()
             self.config = config
             self._start_sources()
+        if self.fleet is not None:
+            self.fleet.reloaded(config.fleet, config.cmms.quota)
         self.config = config
         self.dispatcher.settings = config.dispatcher
         self.dispatcher.resume()

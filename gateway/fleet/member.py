@@ -136,6 +136,13 @@ class FleetMember:
                 await self.nc.close()
             self.nc = None
 
+    def reloaded(self, section: FleetSection | None, quota_limit: int | None) -> None:
+        """A reload: the quota follows the plan; anything else of `fleet:` needs a restart (said once)."""
+        if self.quota is not None and quota_limit is not None:
+            self.quota.limit = quota_limit
+        if section != self.section:
+            log.warning("fleet: the fleet: section changed; it takes effect at the next restart")
+
     def status(self) -> dict[str, Any]:
         return {
             "fleet": self.section.name,
