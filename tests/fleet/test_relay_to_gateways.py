@@ -161,3 +161,53 @@ async def test_offline_gateway_gets_its_backlog_a_day_later(
 async def _has(gw: object, task_ids: list[str], state: str | None = None) -> bool:
     tasks = await gw.tasks()  # type: ignore[attr-defined]
     return set(task_ids) <= set(tasks) and (state is None or all(tasks[t].state == state for t in task_ids))
+
+
+async def test_servicemobility_goes_to_every_gateway_after_the_jwt_check(
+    tmp_path: Path, nats_cluster: NatsCluster
+) -> None:
+    import jwt
+
+    from gateway.fleet.relay import SM_PATH
+
+    bus = new_bus(nats_cluster.urls)
+    key = "sm-jwt-key-for-the-fleet-tests-0123456789"
+    envelope = {
+        "id": "evt-1",
+        "type": "InventoryUsage",
+        "specversion": "1.0",
+        "data": {
+            "rows": [
+                {
+                    "InventoryUsage": {
+                        "RefModule": 1002,
+                        "RefObjID": "WO-7",
+                        "StorageLocations": [
+                            {"StorageLocationID": "S1", "Items": [{"ProdNum": "P-1", "OutQty": 2}]}
+                        ],
+                    }
+                }
+            ]
+        },
+    }
+    body = json.dumps(envelope).encode()
+    async with (
+        running_relay(bus, gateways=("line1", "line2"), servicemobility_jwt_key=key) as relay,
+        fleet_gateway(tmp_path, "line1", bus) as g1,
+        fleet_gateway(tmp_path, "line2", bus) as g2,
+        httpx.AsyncClient() as http,
+    ):
+        bad = await http.post(relay.url + SM_PATH, content=body, headers={"x-access-token": "nope"})
+        assert bad.status_code == 401
+        assert (await relay.relay.js.stream_info(names.stream(bus.name))).state.messages == 0
+        token = jwt.encode({"sub": "servicemobility"}, key, algorithm="HS256")
+        ok = await http.post(relay.url + SM_PATH + "/", content=body, headers={"x-access-token": token})
+        assert ok.status_code == 200 and ok.json()["gateways"] == ["line1", "line2"]
+
+        async def both() -> bool:
+            return all([await g.store.ledger.event_count(source="servicemobility") == 1 for g in (g1, g2)])
+
+        await wait_for(both, what="the inventory usage in both gateways")
+        for g in (g1, g2):
+            moves = await g.store.ledger.movements(task_ids=["WO-7"])
+            assert [(m.kind, m.quantity) for m in moves] == [("consumed", 2.0)]
