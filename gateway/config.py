@@ -6,7 +6,6 @@ Secrets are pydantic `SecretStr`: they print as '**********' and never reach a l
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -139,16 +138,24 @@ def _set(secret: SecretStr | None) -> bool:
     return secret is not None and bool(secret.get_secret_value().strip())
 
 
+def _installed(name: str) -> bool:
+    """Importable, without importing it (a None in sys.modules is Python's mark for "blocked")."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
+
+
 def _need_jwt_library(algorithms: tuple[str, ...]) -> None:
     """ServiceMobility JWT verification is an optional extra: say how to install it (at `check`, not at the
     first webhook)."""
-    import importlib.util
-
     extra = "pip install 'mw-gateway[servicemobility]'"
-    if importlib.util.find_spec("jwt") is None:
+    if not _installed("jwt"):
         raise ValueError(f"servicemobility_jwt_key needs PyJWT, which is not installed here: {extra}")
     asymmetric = any(not a.upper().startswith("HS") for a in algorithms)
-    if asymmetric and importlib.util.find_spec("cryptography") is None:
+    if asymmetric and not _installed("cryptography"):
         raise ValueError(
             f"servicemobility_jwt_algorithms {', '.join(algorithms)} need the cryptography package: {extra}"
         )
@@ -248,6 +255,8 @@ def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
+    import difflib  # only when a key is wrong
+
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 

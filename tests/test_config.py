@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,15 @@ def test_listening_beyond_loopback_needs_a_webhook_secret_and_auth_or_an_explici
     assert load_config(Path("g.yaml"), text=basic, env={}).http.authenticated
     opted = load_config(Path("g.yaml"), text=NETWORK + "  allow_unauthenticated: true\n", env={})
     assert opted.http.allow_unauthenticated
+
+
+def test_a_jwt_key_without_the_servicemobility_extra_is_a_clear_error_at_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = "gateway: {id: gw}\ncmms: {kind: dry_run}\nhttp:\n  servicemobility_jwt_key: k3y-of-the-site\n"
+    assert load_config(Path("g.yaml"), text=text, env={}).http.servicemobility_jwt_key is not None
+    monkeypatch.setitem(sys.modules, "jwt", None)  # as if PyJWT were not installed
+    (only,) = problems(text)
+    assert only.startswith("/etc/gw/gateway.yaml:4:3: http: servicemobility_jwt_key needs PyJWT")
+    assert only.endswith("pip install 'mw-gateway[servicemobility]'")
+    assert load_config(Path("g.yaml"), text="gateway: {id: gw}\ncmms: {kind: dry_run}\n", env={})
