@@ -42,7 +42,6 @@ class _Receivers:
                 http,
                 clock=self.deps.clock,
                 publish_input=self.deps.publish_input,
-                on_task_closed=self.deps.events.publish,
             )
         return self._receiver
 
