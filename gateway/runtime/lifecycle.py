@@ -325,7 +325,8 @@ class Gateway:
         sup.stopping = True
         await sup.cancel([*sup.names("source:"), "rules-watch", "periodic"])
         # The samples and webhooks already queued, held firings, then the engine's state.
-        await sup.cancel(["engine"])
+        self.pipeline.finish()
+        await sup.wait_for(["engine"])
         with contextlib.suppress(Exception):
             await self.pipeline.drain()
         self.pipeline.closed = True

@@ -23,6 +23,7 @@ samples from the sources and from stock webhooks, the periodic Tick, and verifie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -85,6 +86,7 @@ class Pipeline:
         self.samples_in = 0
         self.firings_out = 0
         self.dropped = 0  # samples dropped in the current full-queue episode
+        self.finishing = False  # run() returns after its current batch
         self.closed = False  # stopping: webhooks are refused (503) rather than queued for nobody
         self._held: list[Firing] = []
         self._held_states: dict[str, Any] = {}
@@ -133,13 +135,21 @@ class Pipeline:
         return len(self._held)
 
     async def run(self) -> None:
-        while True:
+        """The engine consumer. Returns after `finish()`, never in the middle of a batch (a cancelled batch
+        could leave a webhook's sender waiting for an answer nobody gives)."""
+        while not self.finishing:
             item = await self.queue.get()
             items = [item]
             while len(items) < BATCH and not self.queue.empty():
                 items.append(self.queue.get_nowait())
             await self.handle(items)
             self.beat()
+
+    def finish(self) -> None:
+        """Ask `run()` to return after the batch in hand; `drain()` then takes what is still queued."""
+        self.finishing = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(Tick())  # wakes a consumer waiting on an empty queue
 
     async def handle(self, items: list[EngineInput]) -> None:
         """Feed items to the engine in order; commit what they produce."""

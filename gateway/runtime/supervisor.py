@@ -90,12 +90,15 @@ class Supervisor:
 
     async def _restarting(self, name: str, run: Callable[[], Awaitable[Any]], delays: Backoff) -> None:
         while True:
+            started = self._monotonic()
             try:
                 await run()
                 return  # a source returns only when it was asked to stop
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if self._monotonic() - started >= RESTART_MAX_S:
+                    delays.reset()  # it ran a good while: a new failure starts the backoff again
                 delay = delays.next()
                 log.exception("task %s failed unexpectedly; restarting it in %.0f s", name, delay)
                 await asyncio.sleep(delay)

@@ -215,3 +215,17 @@ async def test_drain_commits_what_is_queued_and_the_state(tmp_path, queued):
         assert (await store.rules.load())["press1-lubrication"]["next"] == 1000 * (queued + 1)
     finally:
         await store.close()
+
+
+async def test_finish_ends_the_consumer_between_batches_and_drain_answers_queued_webhooks(tmp_path):
+    async with running_pipeline(tmp_path) as run:
+        run.pipeline.publish(strokes(0, run.clock))
+        await wait_for(lambda: run.pipeline.samples_in == 1, what="the consumer to run")
+        run.pipeline.finish()
+        await asyncio.wait_for(run.task, timeout=5)  # returned by itself, not cancelled
+        receiver = WebhookReceiver(PipelineLedger(run.pipeline), HttpSection(), clock=run.clock)
+        answer = asyncio.create_task(receiver.receive_mobility_work({}, completed_webhook("no-such-firing")))
+        await wait_for(lambda: run.pipeline.queue.qsize() == 1, what="the webhook to be queued")
+        await run.pipeline.drain()
+        reply = await asyncio.wait_for(answer, timeout=5)
+        assert reply.status == 200 and reply.body["status"] == "stored"
