@@ -165,8 +165,12 @@ async def test_a_failing_disk_holds_the_firings_without_blocking_the_consumer(tm
         assert run.health.failures and set(run.health.failures) == {"recording firings"}
 
         await run.store.db.conn.execute("PRAGMA query_only = OFF")
-        run.pipeline.publish(Tick())  # the retry comes with the next tick
-        await wait_for(lambda: len(recorded) == 3, what="the held firings to be committed")
+
+        def committed_on_a_later_tick() -> bool:
+            run.pipeline.publish(Tick())  # the periodic task's tick; the retry comes with one past retry_s
+            return len(recorded) == 3
+
+        await wait_for(committed_on_a_later_tick, what="the held firings to be committed")
         assert [r.firing.key for r in recorded] == [
             "press1-lubrication:1000",
             "press1-lubrication:2000",
