@@ -154,7 +154,7 @@ IMPORTS = textwrap.dedent(
     import json, sys
     from gateway.config import load_config
     from gateway.sources.registry import build_source
-    import gateway.app, gateway.cli  # everything the gateway imports at start
+    import gateway.runtime.lifecycle, gateway.cli  # everything the gateway imports at start
     config = load_config(sys.argv[1], env={"MW_API_KEY": "k" * 24})
     for name, source in config.sources.items():
         build_source(name, source)

@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     try:
         if args.command == "run":
-            from gateway.app import run_gateway
+            from gateway.runtime.lifecycle import run_gateway
 
             return run_gateway(resolve_config_path(args.config))
         if args.command == "check":
@@ -166,8 +166,8 @@ def _config_or_exit(path: Path) -> Config:
 
 def cmd_check(path: Path) -> int:
     """Report every problem of gateway.yaml and every rule file at once."""
-    from gateway.app import known_signals
     from gateway.engine.loader import load_rules
+    from gateway.runtime.reload import known_signals
 
     problems: list[Problem] = []
     config: Config | None = None
