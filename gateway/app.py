@@ -28,11 +28,11 @@ from gateway.core.errors import BackendError, ProblemsError
 from gateway.core.firings import Firing
 from gateway.core.ports import Backend, Source
 from gateway.core.samples import Quality, Sample
-from gateway.dispatcher import Dispatcher
 from gateway.engine.engine import Engine
 from gateway.engine.loader import RuleSet, load_rules
 from gateway.logs import setup_logging
 from gateway.retention import Housekeeping
+from gateway.runtime.dispatcher import Dispatcher
 from gateway.store import Store
 from gateway.systemd import notify, watchdog_interval_s
 
@@ -115,7 +115,7 @@ class Gateway:
             self.backend,
             settings=cfg.dispatcher,
             quota=cfg.cmms.quota,
-            timezone=self.timezone,
+            timezone=lambda: self.timezone,  # late-bound: network settings learned later, reloads
             clock=self.clock,
             on_delivery=self._delivered,
         )
@@ -139,7 +139,9 @@ class Gateway:
 
     @property
     def timezone(self) -> str:
-        return self.config.gateway.timezone or self.network.timezone or "UTC"
+        learned = getattr(self.backend, "network", None)  # a backend that read its settings after start-up
+        learned_tz = getattr(learned, "timezone", None)
+        return self.config.gateway.timezone or self.network.timezone or learned_tz or "UTC"
 
     async def _start_backend(self, backend: Backend) -> NetworkInfo:
         try:

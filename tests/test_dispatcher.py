@@ -18,10 +18,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.config import DispatcherSection
+from gateway.core.backoff import Backoff
 from gateway.core.clock import ManualClock
 from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem, Outcome
 from gateway.core.firings import Firing, Priority, TaskSpec
-from gateway.dispatcher import LINK_DOWN_AFTER, Dispatcher, DispatcherState, backoff_delay, month_key
+from gateway.runtime.dispatcher import LINK_DOWN_AFTER, Dispatcher, DispatcherState, month_key
 from gateway.store import Store
 from gateway.store.outbox import INTERRUPTED_ERROR
 
@@ -183,9 +184,9 @@ async def test_5xx_retries_with_capped_exponential_backoff_and_jitter(
 
 
 def test_backoff_delay_is_capped_for_any_attempt() -> None:
-    rng = random.Random(1)
+    backoff = Backoff(initial_s=5, max_s=900, jitter=0.5, rng=random.Random(1))
     for attempt in (1, 2, 10, 100, 10_000):
-        delay = backoff_delay(attempt, initial=5, cap=900, rng=rng)
+        delay = backoff.delay(attempt)
         assert delay <= 900 and delay >= min(900, 5 * 2 ** (attempt - 1)) / 2
 
 
@@ -247,7 +248,7 @@ async def test_401_pauses_everything_probes_slowly_and_resumes(
     await queue(store, "a:1", "b:1", "c:1")
     backend = FakeBackend(lambda item: Delivery(Outcome.PAUSE, 401, "HTTP 401: invalid API key"))
     d = make(store, clock, backend, settings=settings(concurrency=4, pause_probe_interval=300))
-    with caplog.at_level(logging.INFO, logger="gateway.dispatcher"):
+    with caplog.at_level(logging.INFO, logger="gateway.runtime"):
         await d.drain_once()
         assert d.status.state is DispatcherState.PAUSED and "401" in d.status.reason
         sent = len(backend.calls)
@@ -297,7 +298,7 @@ async def test_outage_probes_one_at_a_time_then_backlog_leaves_high_first_then_o
 
     backend = FakeBackend(script)
     d = make(store, clock, backend, settings=settings(concurrency=4, retry_initial=1, retry_max=30))
-    with caplog.at_level(logging.INFO, logger="gateway.dispatcher"):
+    with caplog.at_level(logging.INFO, logger="gateway.runtime"):
         for _ in range(6):
             await d.drain_once()
             clock.advance(2)
@@ -422,7 +423,7 @@ async def test_quota_warns_keeps_the_reserve_for_high_holds_at_the_limit_and_rel
     backend = FakeBackend()
     d = make(store, clock, backend, quota=10, timezone="Europe/Paris", settings=settings(concurrency=4))
     # Deliver the three high first (they leave first anyway), then normal rows up to the reserve (90%).
-    with caplog.at_level(logging.WARNING, logger="gateway.dispatcher"):
+    with caplog.at_level(logging.WARNING, logger="gateway.runtime"):
         await drain_all(d)
     # The three high rows leave before any normal one (they start together: their order among themselves
     # depends on scheduling, with concurrency 4).
