@@ -132,7 +132,7 @@ class Dispatcher:
         self.rate = RateLimiter(lambda: self.settings.rate_limit)
         self._wake = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._unrecorded: list[tuple[OutboxItem, Delivery]] = []  # results the store failed to take
+        self._unrecorded: list[tuple[OutboxItem, Delivery, float]] = []  # results the store failed to take
         self._hold_until = 0.0  # Retry-After: nothing leaves before this
         self._gate_until: float | None = None  # when the last pass was blocked, when to look again
         self._recovered = False
@@ -344,15 +344,15 @@ class Dispatcher:
                 return
             (item,) = claimed
             await self.rate.send_turn()
-            sent = True
+            sent, sent_at = True, self.clock.now()
             delivery = await self._deliver(item)
             try:
-                await self._on_result(item, delivery)
+                await self._on_result(item, delivery, sent_at=sent_at)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._store_failed(f"could not record the result of outbox row {item.outbox_id}: {exc}")
-                self._unrecorded.append((item, delivery))
+                self._unrecorded.append((item, delivery, sent_at))
         finally:
             if probe and not sent:
                 self.breaker.probe_unsent(self.clock.now())  # no result will move the schedule: we do
@@ -377,9 +377,9 @@ class Dispatcher:
     async def _record_pending(self) -> bool:
         """Record results the store could not take before (disk full, …). True when none is left."""
         while self._unrecorded:
-            item, delivery = self._unrecorded[0]
+            item, delivery, sent_at = self._unrecorded[0]
             try:
-                await self._on_result(item, delivery, again=True)
+                await self._on_result(item, delivery, sent_at=sent_at, again=True)
             except Exception as exc:
                 log.debug("still cannot record the result of outbox row %d: %s", item.outbox_id, exc)
                 return False
@@ -416,10 +416,14 @@ class Dispatcher:
             delivery.error or delivery.status_code or "",
         )
 
-    async def _on_result(self, item: OutboxItem, delivery: Delivery, *, again: bool = False) -> None:
+    async def _on_result(
+        self, item: OutboxItem, delivery: Delivery, *, sent_at: float, again: bool = False
+    ) -> None:
+        """Record one attempt's result. A task counts in the quota month of its request (`sent_at`), also
+        when the result is recorded later (the store refused it at first)."""
         now = self.clock.now()
         counts = self.backend.counts_against_quota
-        month = self.quota_guard.month(now) if counts else None
+        month = self.quota_guard.month(sent_at) if counts else None
         outcome = delivery.outcome
         if not again:
             self.status.attempts[outcome.value] = self.status.attempts.get(outcome.value, 0) + 1

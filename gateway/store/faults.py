@@ -10,6 +10,7 @@ transaction does not need new disk space). Production code never imports this mo
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -38,16 +39,39 @@ class FaultPlan:
         self.fail_from = fail_from
         self.only = tuple(w.upper() for w in only) if only else None
         self.count = 0
+        self._hold: tuple[str, asyncio.Event, asyncio.Event] | None = None
+        self.fail_next: list[str] = []  # the next statement starting with each of these words fails
         self.failed: list[str] = []  # the statements that were failed, in order
+
+    def hold_after(self, prefix: str) -> tuple[asyncio.Event, asyncio.Event]:
+        """The next statement starting with `prefix` runs, then its caller waits, transaction open, until the
+        second event is set; the first is set when that happens. For interleaving other work there."""
+        self._hold = (prefix.upper(), asyncio.Event(), asyncio.Event())
+        return self._hold[1], self._hold[2]
+
+    async def after(self, sql: str) -> None:
+        hold = self._hold
+        if hold is not None and " ".join(sql.split()).upper().startswith(hold[0]):
+            self._hold = None
+            hold[1].set()
+            await hold[2].wait()
+
+    def clear_hold(self) -> None:
+        self._hold = None
 
     def heal(self) -> None:
         self.fail_at.clear()
+        self.fail_next.clear()
         self.fail_from = None
 
     def should_fail(self, sql: str) -> bool:
         head = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
         if head == "ROLLBACK":
             return False
+        if head in self.fail_next:
+            self.fail_next.remove(head)
+            self.failed.append(sql)
+            return True
         if self.only is not None and head not in self.only:
             return False
         self.count += 1
@@ -71,12 +95,17 @@ class FaultyConnection:
     async def execute(self, sql: str, parameters: Any = None) -> Any:
         self._check(sql)
         if parameters is None:
-            return await self._conn.execute(sql)
-        return await self._conn.execute(sql, parameters)
+            result = await self._conn.execute(sql)
+        else:
+            result = await self._conn.execute(sql, parameters)
+        await self.plan.after(sql)
+        return result
 
     async def executemany(self, sql: str, parameters: Any) -> Any:
         self._check(sql)
-        return await self._conn.executemany(sql, parameters)
+        result = await self._conn.executemany(sql, parameters)
+        await self.plan.after(sql)
+        return result
 
     async def execute_fetchall(self, sql: str, parameters: Any = None) -> Any:
         self._check(sql)
