@@ -11,6 +11,7 @@ transaction does not need new disk space). Production code never imports this mo
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,8 +25,9 @@ class FaultPlan:
     """Which statements fail. Statements are numbered from 1 in the order they are issued.
 
     `fail_at`: these statement numbers fail once each. `fail_from`: every statement from this number on fails
-    (a disk that stays full) until `heal()`. `only`: count only statements whose SQL starts with one of these
-    words (e.g. ("COMMIT",)); None counts them all.
+    (a disk that stays full) until `heal()`. `rate`: any statement fails with this probability (load tests).
+    `only`: count only statements whose SQL starts with one of these words (e.g. ("COMMIT",)); None counts
+    them all. `fail_next`: the next statement starting with each listed word fails.
     """
 
     def __init__(
@@ -34,7 +36,11 @@ class FaultPlan:
         fail_at: Iterable[int] = (),
         fail_from: int | None = None,
         only: tuple[str, ...] | None = None,
+        rate: float = 0.0,
+        rng: random.Random | None = None,
     ) -> None:
+        self.rate = rate  # besides the numbered ones, each statement fails with this probability
+        self._rng = rng or random.Random(0)
         self.fail_at = set(fail_at)
         self.fail_from = fail_from
         self.only = tuple(w.upper() for w in only) if only else None
@@ -63,6 +69,7 @@ class FaultPlan:
         self.fail_at.clear()
         self.fail_next.clear()
         self.fail_from = None
+        self.rate = 0.0
 
     def should_fail(self, sql: str) -> bool:
         head = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
@@ -75,7 +82,11 @@ class FaultPlan:
         if self.only is not None and head not in self.only:
             return False
         self.count += 1
-        if self.count in self.fail_at or (self.fail_from is not None and self.count >= self.fail_from):
+        if (
+            self.count in self.fail_at
+            or (self.fail_from is not None and self.count >= self.fail_from)
+            or (self.rate > 0 and self._rng.random() < self.rate)
+        ):
             self.failed.append(sql)
             return True
         return False

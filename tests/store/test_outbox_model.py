@@ -205,7 +205,9 @@ class OutboxModel(RuleBasedStateMachine):
 
         async def both() -> None:
             burst = asyncio.create_task(self._record(n, high))
-            await asyncio.wait([burst, asyncio.create_task(paused.wait())], return_when="FIRST_COMPLETED")
+            held = asyncio.create_task(paused.wait())
+            await asyncio.wait([burst, held], return_when="FIRST_COMPLETED")
+            held.cancel()
             dispatching = asyncio.create_task(self._pass())
             for _ in range(5):  # let the pass read (and try to claim) while the transaction is open
                 await asyncio.sleep(0.002)
