@@ -19,6 +19,9 @@ Every attempt is claimed in the store (fsynced) before its request leaves, and o
 sent; see gateway/store/outbox.py. The brakes live beside this module: runtime/breaker.py (link down,
 probes), runtime/ratelimit.py (requests per second), runtime/quota.py (the monthly quota and its month).
 
+Over 500 lines on purpose: the drain loop and the outcome handling are one state machine whose transitions
+must be read together; everything separable (brakes, status, the store's guards) lives elsewhere.
+
 A `Retry-After` is capped at RETRY_AFTER_MAX_S (an absurd or infinite value never holds delivery for good)
 and forgotten on `resume()`.
 """
@@ -27,14 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.config import DispatcherSection
 from gateway.core.backoff import Backoff
@@ -43,6 +43,7 @@ from gateway.core.delivery import Delivery, OutboxItem, Outcome
 from gateway.core.firings import Priority
 from gateway.core.ports import Backend
 from gateway.runtime.breaker import LINK_DOWN_AFTER, LinkBreaker
+from gateway.runtime.dispatcher_status import DispatcherState, DispatcherStatus
 from gateway.runtime.quota import QuotaGuard, month_key
 from gateway.runtime.ratelimit import RateLimiter
 from gateway.store import Store
@@ -53,48 +54,6 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 5.0  # on shutdown, in-flight requests get this long to finish before they are abandoned
 RETRY_AFTER_MAX_S = 3600.0  # a Retry-After longer than an hour (or infinite) holds for an hour, then we ask
-
-
-class DispatcherState(enum.StrEnum):
-    RUNNING = "running"  # delivering
-    PAUSED = "paused"  # credentials or plan refused (401/403): everything kept queued, probing slowly
-    QUOTA_HELD = "quota_held"  # monthly quota reached: tasks held until the month turns
-
-
-@dataclass
-class DispatcherStatus:
-    state: DispatcherState = DispatcherState.RUNNING
-    reason: str = ""
-    quota_month: str = ""
-    quota_used: int = 0  # delivered + uncertain this month
-    quota_limit: int | None = None
-    high_only: bool = False  # inside the reserve: only priority high leaves
-    link_up: bool = True  # False after LINK_DOWN_AFTER transient failures in a row
-    link_error: str = ""
-    hold_until: float | None = None  # a Retry-After holds every request until then
-    in_flight: int = 0
-    maybe_committed: int = 0  # attempts since start whose request may have created a task unseen
-    last_success_at: float | None = None
-    last_attempt_at: float | None = None
-    attempts: dict[str, int] = field(default_factory=dict)  # by outcome, since start
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "reason": self.reason,
-            "quota_month": self.quota_month,
-            "quota_used": self.quota_used,
-            "quota_limit": self.quota_limit,
-            "high_only": self.high_only,
-            "link_up": self.link_up,
-            "link_error": self.link_error,
-            "hold_until": self.hold_until,
-            "in_flight": self.in_flight,
-            "maybe_committed": self.maybe_committed,
-            "last_success_at": self.last_success_at,
-            "last_attempt_at": self.last_attempt_at,
-            "attempts": dict(self.attempts),
-        }
 
 
 class Dispatcher:
