@@ -272,7 +272,7 @@ async def cmd_outbox(args: argparse.Namespace) -> int:
             print(
                 f"outbox row {args.id} dropped (kept for the record, never sent)"
                 if ok
-                else f"outbox row {args.id} cannot be dropped (unknown, delivered or dropped)"
+                else f"outbox row {args.id} cannot be dropped (unknown, delivered, dropped or in flight)"
             )
             return 0 if ok else 1
     finally:

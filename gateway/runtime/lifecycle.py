@@ -35,11 +35,11 @@ from gateway.core.inputs import Tick
 from gateway.core.ports import Backend, Source
 from gateway.core.samples import Sample
 from gateway.core.views import ReloadOutcome
-from gateway.dispatcher import Dispatcher
 from gateway.engine.engine import Engine
 from gateway.engine.loader import RuleSet
 from gateway.logs import setup_logging
 from gateway.retention import Housekeeping
+from gateway.runtime.dispatcher import Dispatcher
 from gateway.runtime.firinglog import FiringLog
 from gateway.runtime.pipeline import Pipeline
 from gateway.runtime.reload import diff, load_all, watch_rules
@@ -114,7 +114,7 @@ class Gateway:
             self.backend,
             settings=cfg.dispatcher,
             quota=cfg.cmms.quota,
-            timezone=self.timezone,
+            timezone=lambda: self.timezone,  # late-bound: network settings learned later, reloads
             clock=self.clock,
             on_delivery=self._delivered,
         )
@@ -148,7 +148,9 @@ class Gateway:
 
     @property
     def timezone(self) -> str:
-        return self.config.gateway.timezone or self.network.timezone or "UTC"
+        learned = getattr(self.backend, "network", None)  # a backend that read its settings after start-up
+        learned_tz = getattr(learned, "timezone", None)
+        return self.config.gateway.timezone or self.network.timezone or learned_tz or "UTC"
 
     @property
     def samples_in(self) -> int:

@@ -20,10 +20,11 @@ from gateway.core.views import (
 )
 from gateway.core.webhooks import Incoming, NonceUse, RecordResult
 from gateway.disk import DiskStatus
-from gateway.dispatcher import Dispatcher, DispatcherState, DispatcherStatus
 from gateway.engine.engine import Engine
 from gateway.engine.loader import RuleSet
 from gateway.retention import Housekeeping
+from gateway.runtime.dispatcher import Dispatcher
+from gateway.runtime.dispatcher_status import DispatcherState, DispatcherStatus
 from gateway.runtime.firinglog import FiringLog
 from gateway.runtime.pipeline import Pipeline
 from gateway.runtime.supervisor import Supervisor

@@ -206,7 +206,8 @@ async def test_5xx_retries(sim: MobilityWorkSim, backend: MobilityWorkBackend, s
     sim.set_faults(Fault("http_5xx", status=status))
     delivery = await backend.deliver(make_item())
     assert delivery.outcome is Outcome.RETRY and delivery.status_code == status
-    assert sim.state.tasks == [] and not delivery.maybe_committed
+    # 502/504 come from a proxy: the CMMS behind it may have committed (here it did not; we cannot know).
+    assert sim.state.tasks == [] and delivery.maybe_committed is (status == 502)
     assert (await backend.deliver(make_item())).outcome is Outcome.DONE
 
 

@@ -18,7 +18,7 @@ from gateway.cmms.mobility_work import MobilityWorkBackend
 from gateway.cmms.schema import HttpClientOptions, MobilityWorkConfig
 from gateway.config import DispatcherSection
 from gateway.core.firings import Firing, Priority, TaskSpec, firing_uuid
-from gateway.dispatcher import Dispatcher
+from gateway.runtime.dispatcher import Dispatcher
 from gateway.sim.mobility_work import Fault, run_mobility_work_sim
 from gateway.store import Store
 
