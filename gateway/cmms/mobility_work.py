@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
@@ -28,18 +28,23 @@ log = logging.getLogger(__name__)
 TASKS_PATH = "/partners/v1/tasks"
 SETTINGS_PATH = "/partners/v1/network/settings"
 
-# The equipment_identifier schema's typed form, as the document's samples write it.
+# The equipment_identifier schema's types, in the task endpoint's own words (seed 001, "Schedule a new task":
+# "native", "external", "email", "code"; "For equipment you can mix both native and external identifiers").
 EQUIPMENT_NATIVE = "native"
-EQUIPMENT_EXTERNAL = "externalReference"  # an equipment's external reference is its item code
+EQUIPMENT_EXTERNAL = "external"  # an equipment's external reference is its item code
+EquipmentForm = Literal["external", "externalReference", "plain"]
 
 
-def equipment_identifier(equipment: str | int) -> dict[str, Any]:
-    """str -> external reference (item code), int -> native id; always the typed object form."""
+def equipment_identifier(equipment: str | int, form: EquipmentForm = "external") -> str | dict[str, Any]:
+    """int -> native id (typed); str -> item code as `{"type": "external"}` (default), `{"type":
+    "externalReference"}`, or the bare string (`plain`, the API infers the type)."""
     if isinstance(equipment, bool):
         raise TypeError("equipment must be an item code (str) or a native id (int)")
     if isinstance(equipment, int):
         return {"type": EQUIPMENT_NATIVE, "value": equipment}
-    return {"type": EQUIPMENT_EXTERNAL, "value": equipment}
+    if form == "plain":
+        return equipment
+    return {"type": form, "value": equipment}
 
 
 def assignee_identifier(assignee: str | int) -> dict[str, Any]:
@@ -68,6 +73,7 @@ def task_payload(
     tz: tzinfo,
     metadata: dict[str, Any],
     send_email_default: bool = False,
+    equipment_form: EquipmentForm = "external",
 ) -> dict[str, Any]:
     """The JSON body of `POST /partners/v1/tasks` for one rendered task."""
     if task.equipment is None:
@@ -75,7 +81,7 @@ def task_payload(
     start = datetime.fromtimestamp(round(fired_at), tz)
     end = start + timedelta(seconds=round(task.duration_s))
     body: dict[str, Any] = {
-        "equipment": equipment_identifier(task.equipment),
+        "equipment": equipment_identifier(task.equipment, equipment_form),
         "description": task.description,
         "startDateTime": start.isoformat(),
         "endDateTime": end.isoformat(),
@@ -218,6 +224,7 @@ class MobilityWorkBackend:
             tz=self.timezone,
             metadata=self.metadata_for(item),
             send_email_default=self.config.send_email_to_assignees,
+            equipment_form=self.config.equipment_identifier,
         )
         return {"method": "POST", "path": TASKS_PATH, "json": body}
 

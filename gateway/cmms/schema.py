@@ -40,6 +40,11 @@ class MobilityWorkConfig(_Strict):
     monthly_quota: int | None = Field(default=None, ge=0)  # overrides the plan's quota
     network_name: str | None = None
     send_email_to_assignees: bool = False
+    # How an item code (a rule's string equipment) is written: the task endpoint's own words are
+    # {"type": "external"} (seed 001, "equipment_identifier"); "externalReference" is the spare parts' name
+    # for it, "plain" sends the bare item code and lets the API infer the type. Change it only for a network
+    # that proves the default wrong (docs/mobility-work.md).
+    equipment_identifier: Literal["external", "externalReference", "plain"] = "external"
     http: HttpClientOptions = HttpClientOptions()
 
     @property

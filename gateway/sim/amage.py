@@ -37,7 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.sim.harness import Fault, FaultPlan, ReceivedRequest, control_routes, handle_with_faults, serve
+from gateway.sim.harness import Fault, FaultPlan, RecordedRequest, control_routes, serving
+from gateway.sim.server import SimServer
 
 BASE_PATH = "/rest/amage/v1/work-orders"
 STATES = ("NEW", "SCHEDULED", "IN_PROGRESS", "ON_HOLD", "FINISHED", "VOID")
@@ -100,7 +101,7 @@ class AmageSimState:
     element_type_codes: dict[str, str] = field(default_factory=dict)  # code -> element type uuid
     work_orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # uuid -> accepted body + "id"
     plans: list[dict[str, Any]] = field(default_factory=list)  # accepted plan bodies + "uuid", "workOrder"
-    requests: list[ReceivedRequest] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
     faults: FaultPlan = field(default_factory=FaultPlan)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1001))
 
@@ -144,6 +145,7 @@ class AmageSimState:
 class AmageSim:
     url: str
     state: AmageSimState
+    server: SimServer
 
 
 def _result(
@@ -257,7 +259,7 @@ def _validate_plan(state: AmageSimState, wo_uuid: str, data: dict[str, Any]) -> 
         raise _Rejected("Field 'elementTypeUuid' or 'code' is required")
 
 
-def build_app(state: AmageSimState) -> Starlette:
+def build_app(state: AmageSimState, server: SimServer) -> Starlette:
     def respond(request: Request, body: bytes) -> Response:
         try:
             _check_signature(state, request, body)
@@ -266,7 +268,7 @@ def build_app(state: AmageSimState) -> Starlette:
             return _result(rejected.status, error_code=rejected.error_code, message=rejected.message)
 
     async def api(request: Request) -> Response:
-        return await handle_with_faults(state, request, respond)
+        return respond(request, await request.body())
 
     async def sim_records(request: Request) -> Response:
         try:
@@ -280,7 +282,7 @@ def build_app(state: AmageSimState) -> Starlette:
 
     return Starlette(
         routes=[
-            *control_routes(state),
+            *control_routes(state, server),
             Route("/_sim/records", sim_records, methods=["POST"]),
             Route("/{path:path}", api, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
@@ -324,8 +326,8 @@ async def run_amage_sim(
 ) -> AsyncIterator[AmageSim]:
     """Serve the simulator in the caller's event loop until the block exits. `options` build the state."""
     state = state if state is not None else AmageSimState(**options)
-    async with serve(build_app(state), host=host, port=port, faults=state.faults) as url:
-        yield AmageSim(url=url, state=state)
+    async with serving(lambda server: build_app(state, server), state, host=host, port=port) as server:
+        yield AmageSim(url=server.url, state=state, server=server)
 
 
 __all__ = ["BASE_PATH", "AmageSim", "AmageSimState", "Fault", "build_app", "run_amage_sim"]

@@ -191,10 +191,14 @@ Identifier = tuple[
     str, Any
 ]  # (type, value): ("native", 9), ("external", "EQ-1"), ("email", "a@b.c"), ("code", "x")
 
-EQUIPMENT_TYPES = {"native": "native", "external": "external", "externalReference": "external"}
+# Each endpoint's typed identifiers, in its own words and no others (seed 001). The task endpoint: "native",
+# "external", "email", "code" ("For equipment you can mix both native and external identifiers"); the
+# equipment update endpoint uses the same equipment_identifier schema. The spare-part endpoints: a string or
+# {"type": "externalReference"} (SparePartIdentifier, "Article code ..."); no native id is mentioned there.
+EQUIPMENT_TYPES = {"native": "native", "external": "external"}
 ASSIGNEE_TYPES = {"native": "native", "email": "email"}
 TAG_TYPES = {"native": "native", "code": "code"}
-SPARE_PART_TYPES = {"externalReference": "external", "native": "native"}
+SPARE_PART_TYPES = {"externalReference": "external"}
 
 
 def _typed_value_ok(kind: str, value: Any) -> bool:

@@ -36,7 +36,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.core.clock import Clock, SystemClock
-from gateway.sim.harness import Fault, FaultPlan, ReceivedRequest, control_routes, handle_with_faults, serve
+from gateway.sim.harness import Fault, FaultPlan, RecordedRequest, control_routes, serving
+from gateway.sim.server import SimServer
 
 _WORK_STRINGS = ("type", "description", "outcome", "userEmail", "thingId", "locationId")
 _WORK_FIELDS = frozenset(("startTimestamp", "endTimestamp", "properties", *_WORK_STRINGS))
@@ -73,7 +74,7 @@ class ServitlySimState:
     logins: int = 0
     maintenance_works: list[dict[str, Any]] = field(default_factory=list)
     historical_events: list[dict[str, Any]] = field(default_factory=list)
-    requests: list[ReceivedRequest] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
     faults: FaultPlan = field(default_factory=FaultPlan)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -120,6 +121,7 @@ class ServitlySimState:
 class ServitlySim:
     url: str
     state: ServitlySimState
+    server: SimServer
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -251,7 +253,7 @@ def _handle(state: ServitlySimState, request: Request, body: bytes) -> Response:
     return handler(state, _json_object(body))
 
 
-def build_app(state: ServitlySimState) -> Starlette:
+def build_app(state: ServitlySimState, server: SimServer) -> Starlette:
     def respond(request: Request, body: bytes) -> Response:
         try:
             return _handle(state, request, body)
@@ -259,7 +261,7 @@ def build_app(state: ServitlySimState) -> Starlette:
             return JSONResponse({"message": refused.message}, status_code=refused.status)
 
     async def api(request: Request) -> Response:
-        return await handle_with_faults(state, request, respond)
+        return respond(request, await request.body())
 
     async def sim_expire(request: Request) -> Response:
         state.expire_tokens()
@@ -267,7 +269,7 @@ def build_app(state: ServitlySimState) -> Starlette:
 
     return Starlette(
         routes=[
-            *control_routes(state),
+            *control_routes(state, server),
             Route("/_sim/expire_tokens", sim_expire, methods=["POST"]),
             Route("/{path:path}", api, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
@@ -280,8 +282,8 @@ async def run_servitly_sim(
 ) -> AsyncIterator[ServitlySim]:
     """Serve the simulator in the caller's event loop until the block exits. `options` build the state."""
     state = state if state is not None else ServitlySimState(**options)
-    async with serve(build_app(state), host=host, port=port, faults=state.faults) as url:
-        yield ServitlySim(url=url, state=state)
+    async with serving(lambda server: build_app(state, server), state, host=host, port=port) as server:
+        yield ServitlySim(url=server.url, state=state, server=server)
 
 
 __all__ = ["Fault", "ServitlySim", "ServitlySimState", "build_app", "run_servitly_sim"]

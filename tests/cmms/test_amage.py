@@ -197,7 +197,7 @@ async def test_a_configured_sign_template_is_used_on_both_sides() -> None:
     assert refused.status_code == 401
     assert "Invalid API signature" in refused.error
     assert accepted.outcome is Outcome.DONE, accepted.error
-    signed = f"POST\n{sent.path}\n{sent.body}\n{SECRET}"
+    signed = f"POST\n{sent.path}\n{sent.text}\n{SECRET}"
     assert sent.headers["amage-api-sign"] == hashlib.sha256(signed.encode()).hexdigest()
 
 

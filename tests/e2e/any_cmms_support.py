@@ -144,7 +144,7 @@ class MobilityWork(CmmsUnderTest):
     def check(self, firing: str, key: str, expected: Expected, body: dict[str, Any]) -> None:
         assert body["description"] == expected.description
         assert body["metadata"] == {"gateway": "any-cmms", "rule": expected.rule, "firing": firing}
-        assert body["equipment"] == {"type": "externalReference", "value": "EQ-PRESS-01"}
+        assert body["equipment"] == {"type": "external", "value": "EQ-PRESS-01"}
         assert body["assignees"] == [{"type": "email", "value": "maintenance@factory.example"}]
 
 
