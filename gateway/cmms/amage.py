@@ -2,9 +2,13 @@
 
 One delivery is up to 1 + N calls (docs/backends.md has the whole story):
 
-1. `POST {base}/add` with `uuid` = the firing uuid (uuid5 of gateway id + firing key). AMAGE lets the client
-   choose the work order's uuid, so a retried add cannot make a second order: an answer saying that uuid
-   already exists means an earlier attempt got through, and counts as success.
+1. `POST {base}/add` with `uuid` = the firing uuid (uuid5 of installation id + gateway id + firing key). AMAGE
+   lets the client choose the work order's uuid, so a retried add cannot make a second order. An answer
+   saying that uuid already exists counts as success only when the gateway can show it caused it: this
+   backend sent that add and never saw the answer, or the store counted an earlier attempt of the row as
+   maybe committed (`OutboxItem.maybe_committed`, e.g. in flight when the gateway died). Otherwise the
+   work order is not provably this firing's (a state database restored from a backup reuses ids): the row
+   goes DEAD with a WARNING saying so, never a silent success.
 2. `POST {base}/add-workorder-elementtype-plan/{uuid}` once per expected spare part. Plan lines have no
    client-chosen id, so the backend remembers (in memory) which lines of which work order went through; a
    failed line makes the delivery RETRY / DEAD / PAUSE, and the next attempt skips the add (or gets
@@ -136,6 +140,8 @@ class AmageBackend:
         )
         # work order uuid -> indexes of the material plan lines AMAGE accepted (see the module docstring)
         self._progress: OrderedDict[str, set[int]] = OrderedDict()
+        # work orders whose add this backend sent without seeing AMAGE's answer: "already exists" is ours
+        self._unanswered: OrderedDict[str, None] = OrderedDict()
 
     async def start(self) -> NetworkInfo:
         """AMAGE's document has no read endpoint to check the key with: nothing is called. A bad key or sign
@@ -250,9 +256,10 @@ class AmageBackend:
         wo_uuid = item.firing_uuid
         done = self._progress.get(wo_uuid)
         if done is None:
-            failed = await self._call(self._add_path, rendered["json"], rendered, started, add_uuid=wo_uuid)
+            failed = await self._call(self._add_path, rendered["json"], rendered, started, add=item)
             if failed is not None:
                 return failed
+            self._unanswered.pop(wo_uuid, None)
             done = self._remember(wo_uuid)
         plan = rendered.get("material_plan", [])
         for index, call in enumerate(plan):
@@ -291,9 +298,10 @@ class AmageBackend:
         rendered: dict[str, Any],
         started: float,
         *,
-        add_uuid: str = "",
+        add: OutboxItem | None = None,
     ) -> Delivery | None:
-        """One signed POST; None when AMAGE accepted it, else the failed Delivery."""
+        """One signed POST; None when AMAGE accepted it, else the failed Delivery. `add`: this is the work
+        order's add, for that item."""
         content = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         request = self._client.build_request("POST", path, content=content)
         request.headers["Content-Type"] = "application/json"
@@ -313,18 +321,27 @@ class AmageBackend:
             response = await self._client.send(request)
         except httpx.HTTPError as exc:
             failed = delivery_from_exception(exc, request=rendered, elapsed_s=time.monotonic() - started)
-            if add_uuid:
+            if add is not None:
+                if failed.maybe_committed:
+                    self._sent_unanswered(add.firing_uuid)
                 failed.maybe_committed = False  # the retry carries the same uuid: no second work order
             return failed
-        return self._interpret(response, rendered, started, add_uuid=add_uuid)
+        return self._interpret(response, rendered, started, add=add)
+
+    def _sent_unanswered(self, wo_uuid: str) -> None:
+        self._unanswered[wo_uuid] = None
+        while len(self._unanswered) > _REMEMBERED_MAX:
+            self._unanswered.popitem(last=False)
 
     def _interpret(
-        self, response: httpx.Response, rendered: dict[str, Any], started: float, *, add_uuid: str
+        self, response: httpx.Response, rendered: dict[str, Any], started: float, *, add: OutboxItem | None
     ) -> Delivery | None:
         status = response.status_code
         elapsed = time.monotonic() - started
         body = response_body(response)
         if not (isinstance(body, dict) and "success" in body):
+            if add is not None and status in (502, 504):  # a proxy's answer: AMAGE may have committed
+                self._sent_unanswered(add.firing_uuid)
             if 200 <= status < 300:
                 return Delivery(
                     Outcome.PAUSE,
@@ -339,12 +356,8 @@ class AmageBackend:
             )
         if body.get("success") is True and 200 <= status < 300:
             return None
-        message = str(body.get("message") or "")
-        if add_uuid and self._is_duplicate(body, add_uuid):
-            log.debug(
-                "AMAGE already has work order %s (an earlier attempt got through): %s", add_uuid, message
-            )
-            return None
+        if add is not None and self._is_duplicate(body, add.firing_uuid):
+            return self._already_exists(add, status, body, rendered, elapsed)
         code = str(body.get("errorCode", "")).upper()
         outcome = outcome_for_status(status)
         if code in _PAUSE_CODES:
@@ -364,6 +377,25 @@ class AmageBackend:
             request=rendered,
             retry_after_s=retry_after,
             elapsed_s=elapsed,
+        )
+
+    def _already_exists(
+        self, item: OutboxItem, status: int, body: dict[str, Any], rendered: dict[str, Any], elapsed: float
+    ) -> Delivery | None:
+        """AMAGE holds a work order with this firing's uuid: ours (None: go on) when provable, else DEAD."""
+        wo_uuid, message = item.firing_uuid, str(body.get("message") or "")
+        if wo_uuid in self._unanswered or item.maybe_committed > 0:
+            log.info("AMAGE already has work order %s: an earlier attempt got through (%s)", wo_uuid, message)
+            self._unanswered.pop(wo_uuid, None)
+            return None
+        error = (
+            f"AMAGE already has work order {wo_uuid}, and no earlier attempt of this firing may have created "
+            "it: not provably this firing's (a state database restored from a backup, or copied to a second "
+            f"gateway, reuses firing ids). Check that work order in AMAGE. AMAGE said: {message}"
+        )
+        log.warning("outbox row %d (rule %s): %s", item.outbox_id, item.firing.rule_id, error)
+        return Delivery(
+            Outcome.DEAD, status_code=status, error=error, details=body, request=rendered, elapsed_s=elapsed
         )
 
     def _is_duplicate(self, body: dict[str, Any], wo_uuid: str) -> bool:

@@ -112,7 +112,8 @@ class ServitlyConfig(_Strict):
     pat: SecretStr | None = None  # personal access token -> POST /identity/users/patLogin
     email: str | None = None  # user credentials -> POST /identity/users/login
     password: SecretStr | None = None
-    endpoint: Literal["maintenanceWorks", "historicalEvents"] = "maintenanceWorks"
+    # seed 003: maintenanceWorks is "Deprecated ... Use the EVENTS endpoints instead"
+    endpoint: Literal["maintenanceWorks", "historicalEvents"] = "historicalEvents"
     event_type: str = "MAINTENANCE"  # maintenanceWorks `type`, unless the rule sets type
     alert_definition_id: str | None = None  # historicalEvents `alertDefinitionId`, unless the rule sets it
     things: dict[str, str] = Field(default_factory=dict)  # equipment -> thingId, when the rule gives none

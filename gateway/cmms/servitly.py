@@ -207,14 +207,21 @@ class ServitlyBackend:
             props["trigger"] = firing.trigger
         if firing.task.equipment is not None:
             props["equipment"] = str(firing.task.equipment)
+        if firing.task.spare_parts:  # no field for them in either endpoint: a string property, like the rest
+            props["spareParts"] = json.dumps(
+                [{"article": p.article, "quantity": p.quantity} for p in firing.task.spare_parts],
+                separators=(",", ":"),
+            )
         return props
 
     def body(self, item: OutboxItem) -> dict[str, Any]:
+        # Only the start: the firing is when the need arose. No endTimestamp ("when the maintenance work
+        # completed", seed 003): the work has not been done yet, and firing time + duration would be a
+        # completion in the future.
         firing, task, cfg = item.firing, item.firing.task, self.config
         start_ms = round(firing.fired_at * 1000)
-        end_ms = round((firing.fired_at + task.duration_s) * 1000)
         if cfg.endpoint == "historicalEvents":
-            body: dict[str, Any] = {"startTimestamp": start_ms, "endTimestamp": end_ms, **self.target(item)}
+            body: dict[str, Any] = {"startTimestamp": start_ms, **self.target(item)}
             definition = task.extra.get("alert_definition_id") or cfg.alert_definition_id
             if definition:
                 body["alertDefinitionId"] = str(definition)
@@ -223,7 +230,6 @@ class ServitlyBackend:
             return body
         body = {
             "startTimestamp": start_ms,
-            "endTimestamp": end_ms,
             "type": str(task.extra.get("type") or cfg.event_type),
             "description": task.description,
             **self.target(item),

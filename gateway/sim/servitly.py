@@ -205,6 +205,9 @@ def _maintenance_work(state: ServitlySimState, data: dict[str, Any]) -> Response
     if unknown:
         raise _Refused(400, f"Bad request: unrecognized field(s) {', '.join(unknown)}")
     _timestamps(data)
+    # "endTimestamp: The timestamp when the maintenance work completed": not a time still to come
+    if "endTimestamp" in data and data["endTimestamp"] > state.clock.now() * 1000:
+        raise _Refused(400, "Bad request: endTimestamp is in the future (the work has not completed)")
     _strings(data, _WORK_STRINGS)
     if "userEmail" in data and "@" not in data["userEmail"]:
         raise _Refused(400, "Bad request: userEmail is not an e-mail address")

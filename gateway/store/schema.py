@@ -168,4 +168,12 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE quota_usage ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        13,
+        """
+        -- The installation id: random, made once with the database, part of every firing uuid, so that a lost
+        -- and recreated state database never gives a new firing the uuid of an old one (issue 13, item 12).
+        INSERT OR IGNORE INTO meta(key, value) VALUES ('installation_id', lower(hex(randomblob(16))));
+        """,
+    ),
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,7 +54,9 @@ def make_item(
         metadata={"line": "1"},
         trigger="counter",
     )
-    return OutboxItem(outbox_id=1, firing_uuid=firing_uuid("press-line-1", key), firing=firing, attempts=0)
+    return OutboxItem(
+        outbox_id=1, firing_uuid=firing_uuid("inst-1", "press-line-1", key), firing=firing, attempts=0
+    )
 
 
 def make_config(sim: AmageSim, **overrides: Any) -> AmageConfig:
@@ -239,12 +243,46 @@ async def test_a_retried_add_whose_response_was_lost_makes_one_work_order(
 
 async def test_after_a_restart_the_duplicate_answer_still_counts_as_done(sim: AmageSim) -> None:
     item = make_item()
-    for _ in range(2):  # two backend lifetimes, as across a gateway restart
+    # The gateway died with the add in flight: at start-up the store counts that attempt as maybe committed.
+    restarted = dataclasses.replace(item, attempts=1, maybe_committed=1)
+    for attempt in (item, restarted):  # two backend lifetimes, as across a gateway restart
         amage = AmageBackend(make_config(sim), gateway_id="press-line-1", clock=ManualClock())
         try:
-            assert (await amage.deliver(item)).outcome is Outcome.DONE
+            assert (await amage.deliver(attempt)).outcome is Outcome.DONE
         finally:
             await amage.aclose()
+    assert len(sim.state.work_orders) == 1
+
+
+async def test_an_already_exists_the_gateway_cannot_prove_it_caused_is_dead_and_warned(
+    sim: AmageSim, backend: AmageBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A state database restored from a backup: the next crossing reuses a firing uuid already in AMAGE.
+    earlier = make_item()
+    assert (await backend.deliver(earlier)).outcome is Outcome.DONE
+    fresh = AmageBackend(make_config(sim), gateway_id="press-line-1", clock=ManualClock())
+    try:
+        with caplog.at_level(logging.WARNING, logger="gateway.cmms.amage"):
+            delivery = await fresh.deliver(make_item())  # same uuid, no earlier attempt of this row
+    finally:
+        await fresh.aclose()
+    assert delivery.outcome is Outcome.DEAD
+    assert delivery.status_code == 400
+    assert f"AMAGE already has work order {earlier.firing_uuid}" in delivery.error
+    assert "not provably this firing's" in delivery.error
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert len(sim.state.work_orders) == 1
+
+
+async def test_a_lost_answer_then_already_exists_in_the_same_run_is_ours(
+    sim: AmageSim, backend: AmageBackend
+) -> None:
+    item = make_item()
+    sim.state.faults.add(Fault("commit_lost", path="/add"))  # committed, the connection closed unanswered
+    first = await backend.deliver(item)
+    assert first.outcome is Outcome.RETRY and first.maybe_committed is False
+    second = await backend.deliver(dataclasses.replace(item, attempts=1))  # maybe_committed 0 on the row
+    assert second.outcome is Outcome.DONE, second.error
     assert len(sim.state.work_orders) == 1
 
 

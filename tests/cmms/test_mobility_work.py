@@ -43,7 +43,9 @@ def make_item(n: int = 1, **task: Any) -> OutboxItem:
         task=TaskSpec(**spec),
         metadata={"line": "A", "gateway": "spoofed"},
     )
-    return OutboxItem(outbox_id=n, firing_uuid=firing_uuid("gw1", firing.key), firing=firing, attempts=0)
+    return OutboxItem(
+        outbox_id=n, firing_uuid=firing_uuid("inst-1", "gw1", firing.key), firing=firing, attempts=0
+    )
 
 
 @pytest.fixture

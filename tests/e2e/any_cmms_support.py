@@ -245,6 +245,7 @@ class Servitly(_Harness):
   tenant: {SERVITLY_TENANT}
   api_key: {SERVITLY_API_KEY}
   pat: {SERVITLY_PAT}
+  endpoint: maintenanceWorks
   things: {{EQ-PRESS-01: {SERVITLY_THING}}}
   http: {{connect_timeout: 1s, read_timeout: 5s}}
 """
