@@ -9,7 +9,10 @@ One delivery is up to 1 + N calls (docs/backends.md has the whole story):
    maybe committed (`OutboxItem.maybe_committed`, e.g. in flight when the gateway died). Otherwise the
    work order is not provably this firing's (a state database restored from a backup reuses ids): the row
    goes DEAD with a WARNING saying so, never a silent success.
-2. `POST {base}/add-workorder-elementtype-plan/{uuid}` once per expected spare part. Plan lines have no
+2. `POST {base}/asset-plan/{uuid}/join-asset-to-plan-by-uuid/{resource}` when the equipment is an AMAGE
+   resource (a uuid, or mapped in `assets`): the work order's resource plan. An error saying the resource is
+   already on the plan (`duplicate_pattern`) counts as done: the work order is ours by then.
+3. `POST {base}/add-workorder-elementtype-plan/{uuid}` once per expected spare part. Plan lines have no
    client-chosen id, so the backend remembers (in memory) which lines of which work order went through; a
    failed line makes the delivery RETRY / DEAD / PAUSE, and the next attempt skips the add (or gets
    "already exists") and sends only the missing lines. After a restart between two lines, the lines sent
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 NAME_MAX = 255
 _REMEMBERED_MAX = 10_000  # work orders whose plan progress is kept in memory
+_ASSET_DONE = -1  # in a work order's progress: the resource plan call went through
 
 # Rule task keys (task.extra) that become AMAGE work-order fields; other keys belong to other backends.
 EXTRA_FIELDS = {
@@ -230,9 +234,22 @@ class AmageBackend:
             lines.append(line)
         return lines
 
+    def asset(self, item: OutboxItem) -> str | None:
+        """The AMAGE resource uuid of the task's equipment: mapped in `assets`, or a uuid itself."""
+        equipment = item.firing.task.equipment
+        if equipment is None:
+            return None
+        mapped = self.config.assets.get(str(equipment))
+        if mapped is not None:
+            return mapped
+        return equipment if is_uuid(equipment) else None  # type: ignore[return-value]
+
     def build_request(self, item: OutboxItem) -> dict[str, Any]:
-        """What a delivery sends, without secrets: the add, then the material plan calls."""
+        """What a delivery sends, without secrets: the add, the resource plan call, the material plan."""
         rendered: dict[str, Any] = {"method": "POST", "path": self._add_path, "json": self.work_order(item)}
+        asset = self.asset(item)
+        if asset is not None:
+            rendered["asset_plan"] = {"method": "POST", "path": self._asset_path(item.firing_uuid, asset)}
         plan = [
             {"method": "POST", "path": self._plan_path(item.firing_uuid), "json": ln}
             for ln in self.plan_lines(item)
@@ -248,6 +265,9 @@ class AmageBackend:
     def _plan_path(self, wo_uuid: str) -> str:
         return f"{self._base}/add-workorder-elementtype-plan/{wo_uuid}"
 
+    def _asset_path(self, wo_uuid: str, asset: str) -> str:
+        return f"{self._base}/asset-plan/{wo_uuid}/join-asset-to-plan-by-uuid/{asset}"
+
     # --- delivery ---------------------------------------------------------------------------------------
 
     async def deliver(self, item: OutboxItem) -> Delivery:
@@ -261,6 +281,16 @@ class AmageBackend:
                 return failed
             self._unanswered.pop(wo_uuid, None)
             done = self._remember(wo_uuid)
+        join = rendered.get("asset_plan")
+        if join is not None and _ASSET_DONE not in done:
+            failed = await self._call(join["path"], None, rendered, started, join=True)
+            if failed is not None:
+                failed.error = (
+                    f"work order {wo_uuid} is in AMAGE, but joining its resource failed: {failed.error}"
+                )
+                failed.remote_id = wo_uuid
+                return failed
+            done.add(_ASSET_DONE)
         plan = rendered.get("material_plan", [])
         for index, call in enumerate(plan):
             if index in done:
@@ -294,15 +324,17 @@ class AmageBackend:
     async def _call(
         self,
         path: str,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | None,
         rendered: dict[str, Any],
         started: float,
         *,
         add: OutboxItem | None = None,
+        join: bool = False,
     ) -> Delivery | None:
         """One signed POST; None when AMAGE accepted it, else the failed Delivery. `add`: this is the work
         order's add, for that item."""
-        content = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        text = "" if payload is None else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        content = text.encode("utf-8")
         request = self._client.build_request("POST", path, content=content)
         request.headers["Content-Type"] = "application/json"
         cfg, prefix = self.config, self.config.header_prefix
@@ -326,7 +358,7 @@ class AmageBackend:
                     self._sent_unanswered(add.firing_uuid)
                 failed.maybe_committed = False  # the retry carries the same uuid: no second work order
             return failed
-        return self._interpret(response, rendered, started, add=add)
+        return self._interpret(response, rendered, started, add=add, join=join)
 
     def _sent_unanswered(self, wo_uuid: str) -> None:
         self._unanswered[wo_uuid] = None
@@ -334,7 +366,13 @@ class AmageBackend:
             self._unanswered.popitem(last=False)
 
     def _interpret(
-        self, response: httpx.Response, rendered: dict[str, Any], started: float, *, add: OutboxItem | None
+        self,
+        response: httpx.Response,
+        rendered: dict[str, Any],
+        started: float,
+        *,
+        add: OutboxItem | None,
+        join: bool = False,
     ) -> Delivery | None:
         status = response.status_code
         elapsed = time.monotonic() - started
@@ -359,6 +397,8 @@ class AmageBackend:
         if add is not None and self._is_duplicate(body, add.firing_uuid):
             return self._already_exists(add, status, body, rendered, elapsed)
         code = str(body.get("errorCode", "")).upper()
+        if join and code != "NOT_FOUND" and self._duplicate.search(str(body.get("message") or "")):
+            return None  # the resource is on our work order's plan already
         outcome = outcome_for_status(status)
         if code in _PAUSE_CODES:
             outcome = Outcome.PAUSE

@@ -70,7 +70,10 @@ class AmageConfig(_Strict):
     department_uuid: str | None = None  # assignedDepartmentUuid when the rule names no user or department
     users: dict[str, str] = Field(default_factory=dict)  # rule assignee (e-mail or id) -> AMAGE user uuid
     element_types: dict[str, str] = Field(default_factory=dict)  # spare-part article -> element type uuid
-    duplicate_pattern: str = r"(?i)already exists|duplicate"  # how AMAGE says "this uuid is taken"
+    # rule equipment (item code or id) -> AMAGE resource uuid, joined to the work order's resource plan
+    assets: dict[str, str] = Field(default_factory=dict)
+    # how AMAGE says "this uuid is taken" / "this resource is already on the plan"
+    duplicate_pattern: str = r"(?i)already exists|already in|duplicate"
     monthly_quota: int | None = Field(default=None, ge=0)
     http: HttpClientOptions = HttpClientOptions()
 

@@ -9,6 +9,10 @@ It validates what the AMAGE document (seed 002) says, as strictly as the documen
   "BAD_REQUEST", "message": "Work order with uuid … already exists"}` (the document is silent on duplicates:
   that is the assumption docs/backends.md describes);
 - `POST {base}/add-workorder-elementtype-plan/{uuid}`: the work order must exist;
+- `POST {base}/asset-plan/{work-order-uuid}/join-asset-to-plan-by-uuid/{uuid}` (the resource plan; the
+  document describes no body): the work order must exist, the resource too once `asset` records are
+  declared; the same resource twice answers an error, as the document says ("If a resource is added multiple
+  times to a given work order, the query will return an error");
 - a reference (`typeUuid`, `assignedUserUuid`, `elementTypeUuid`, …) to an unknown record answers HTTP 400
   with `errorCode: "NOT_FOUND"`, as the document describes, when the simulator was told which records exist.
 
@@ -75,7 +79,7 @@ _WO_FIELDS = frozenset(
     ("uuid", "stateName", "priorityName", "archived", *_WO_STRINGS, *_WO_DATES, *_WO_NUMBERS, *_WO_REFERENCES)
 )
 _PLAN_FIELDS = frozenset(("workOrderUuid", "elementTypeUuid", "itemCount", "category", "code"))
-_RECORD_KINDS = frozenset((*_WO_REFERENCES.values(), "elementType"))
+_RECORD_KINDS = frozenset((*_WO_REFERENCES.values(), "elementType", "asset"))
 
 
 class _Rejected(Exception):
@@ -101,6 +105,7 @@ class AmageSimState:
     element_type_codes: dict[str, str] = field(default_factory=dict)  # code -> element type uuid
     work_orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # uuid -> accepted body + "id"
     plans: list[dict[str, Any]] = field(default_factory=list)  # accepted plan bodies + "uuid", "workOrder"
+    asset_plans: list[dict[str, Any]] = field(default_factory=list)  # {"uuid", "workOrder", "asset"}
     requests: list[RecordedRequest] = field(default_factory=list)
     faults: FaultPlan = field(default_factory=FaultPlan)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1001))
@@ -108,6 +113,7 @@ class AmageSimState:
     def reset(self) -> None:
         self.work_orders.clear()
         self.plans.clear()
+        self.asset_plans.clear()
         self.requests.clear()
         self.faults.clear()
 
@@ -136,6 +142,7 @@ class AmageSimState:
         return {
             "work_orders": list(self.work_orders.values()),
             "plans": self.plans,
+            "asset_plans": self.asset_plans,
             "requests": len(self.requests),
             "faults": self.faults.pending(),
         }
@@ -259,6 +266,17 @@ def _validate_plan(state: AmageSimState, wo_uuid: str, data: dict[str, Any]) -> 
         raise _Rejected("Field 'elementTypeUuid' or 'code' is required")
 
 
+def _join_asset(state: AmageSimState, wo_uuid: str, asset: str) -> Response:
+    if wo_uuid not in state.work_orders:
+        raise _Rejected(f"Work order with uuid {wo_uuid} was not found", error_code="NOT_FOUND")
+    _check_reference(state, "uuid", asset, "asset")
+    if any(p["workOrder"] == wo_uuid and p["asset"] == asset for p in state.asset_plans):
+        raise _Rejected(f"Resource {asset} is already in the plan of work order {wo_uuid}")
+    entry = str(uuid.uuid4())
+    state.asset_plans.append({"uuid": entry, "workOrder": wo_uuid, "asset": asset})
+    return _result(200, uuid_=entry, id_=next(state._ids))
+
+
 def build_app(state: AmageSimState, server: SimServer) -> Starlette:
     def respond(request: Request, body: bytes) -> Response:
         try:
@@ -317,6 +335,10 @@ def _handle(state: AmageSimState, request: Request, body: bytes) -> Response:
         plan_uuid = str(uuid.uuid4())
         state.plans.append({**data, "uuid": plan_uuid, "workOrder": arg})
         return _result(200, uuid_=plan_uuid)
+    if action == "asset-plan":
+        wo_uuid, _, join = arg.partition("/join-asset-to-plan-by-uuid/")
+        if _UUID.match(wo_uuid) and _UUID.match(join):
+            return _join_asset(state, wo_uuid, join)
     raise _Rejected(f"No such endpoint: {path}", error_code="NOT_FOUND", status=404)
 
 

@@ -441,3 +441,66 @@ def test_a_bad_sign_template_is_a_config_error() -> None:
     with pytest.raises(ValueError, match=r"bad sign_template '\{path\}\{secret\}'"):
         AmageConfig(kind="amage", url="http://x", device_uuid=DEVICE, api_key=KEY, key_secret=SECRET,
                     sign_template="{path}{secret}")  # fmt: skip
+
+
+PRESS_ASSET = "7d1e0c2b-5a4f-4e3d-9c8b-2a1f0e9d8c7b"
+
+
+async def test_equipment_mapped_to_a_resource_joins_the_resource_plan(sim: AmageSim) -> None:
+    amage = AmageBackend(
+        make_config(sim, assets={"EQ-PRESS-01": PRESS_ASSET}), gateway_id="press-line-1", clock=ManualClock()
+    )
+    try:
+        item = make_item()
+        delivery = await amage.deliver(item)
+    finally:
+        await amage.aclose()
+    assert delivery.outcome is Outcome.DONE, delivery.error
+    assert [(p["workOrder"], p["asset"]) for p in sim.state.asset_plans] == [(item.firing_uuid, PRESS_ASSET)]
+    join = sim.state.requests[1]
+    assert join.path.endswith(f"/asset-plan/{item.firing_uuid}/join-asset-to-plan-by-uuid/{PRESS_ASSET}")
+    assert delivery.request is not None and delivery.request["asset_plan"]["path"] == join.path
+    assert "equipment: EQ-PRESS-01" in sim.state.work_orders[item.firing_uuid]["notes"]  # still traced
+
+
+async def test_unmapped_equipment_is_only_named_in_the_notes(sim: AmageSim, backend: AmageBackend) -> None:
+    item = make_item()
+    assert (await backend.deliver(item)).outcome is Outcome.DONE
+    assert sim.state.asset_plans == []
+    assert "equipment: EQ-PRESS-01" in sim.state.work_orders[item.firing_uuid]["notes"]
+
+
+async def test_a_join_whose_answer_was_lost_is_not_repeated_into_an_error(sim: AmageSim) -> None:
+    config = make_config(sim, assets={"EQ-PRESS-01": PRESS_ASSET})
+    item = make_item()
+    sim.state.faults.add(Fault("commit_lost", path="/join-asset-to-plan-by-uuid/"))
+    amage = AmageBackend(config, gateway_id="press-line-1", clock=ManualClock())
+    try:
+        first = await amage.deliver(item)
+        assert first.outcome is Outcome.RETRY
+        assert "joining its resource failed" in first.error and first.remote_id == item.firing_uuid
+        second = await amage.deliver(dataclasses.replace(item, attempts=1))
+        assert second.outcome is Outcome.DONE, second.error  # "already in the plan": ours
+    finally:
+        await amage.aclose()
+    # and after a restart (the row counted as maybe committed): add and join both answer "already", both ours
+    restarted = AmageBackend(config, gateway_id="press-line-1", clock=ManualClock())
+    try:
+        third = await restarted.deliver(dataclasses.replace(item, attempts=2, maybe_committed=1))
+    finally:
+        await restarted.aclose()
+    assert third.outcome is Outcome.DONE, third.error
+    assert len(sim.state.work_orders) == 1 and len(sim.state.asset_plans) == 1
+
+
+async def test_an_unknown_resource_is_a_dead_letter_that_says_so(sim: AmageSim) -> None:
+    sim.state.check_references = True
+    amage = AmageBackend(
+        make_config(sim, assets={"EQ-PRESS-01": PRESS_ASSET}), gateway_id="press-line-1", clock=ManualClock()
+    )
+    try:
+        delivery = await amage.deliver(make_item())
+    finally:
+        await amage.aclose()
+    assert delivery.outcome is Outcome.DEAD
+    assert "joining its resource failed" in delivery.error and "NOT_FOUND" in delivery.error
