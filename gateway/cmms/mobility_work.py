@@ -22,6 +22,7 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem, Outcome
 from gateway.core.errors import BackendError
 from gateway.core.firings import TaskSpec
+from gateway.core.statelog import StateLog
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class MobilityWorkBackend:
         self._tz_override = _zone(timezone)
         self._clock = clock or SystemClock()
         self.network: NetworkInfo | None = None  # None until the settings were read once
+        self._settings_log = StateLog(log, "Mobility Work network settings")
         self._client = make_mw_client(config, gateway_id=gateway_id, transport=transport)
 
     @property
@@ -183,28 +185,32 @@ class MobilityWorkBackend:
         return info
 
     async def start(self) -> NetworkInfo:
+        return await self._read_settings() or NetworkInfo()
+
+    async def _read_settings(self) -> NetworkInfo | None:
+        """The settings, logged once when they become known or unreadable; None when unknown.
+        BackendError (key or plan refused) propagates."""
         try:
             info = await self._fetch_settings()
         except httpx.HTTPStatusError as exc:
-            log.warning("Mobility Work network settings: %s; tasks will be queued", exc)
-            return NetworkInfo()
+            why = str(exc)
         except httpx.HTTPError as exc:
-            log.warning(
-                "Mobility Work unreachable at start-up (%s); tasks will be queued",
-                http.describe_exception(exc)[0],
-            )
-            return NetworkInfo()
+            why = f"Mobility Work unreachable ({http.describe_exception(exc)[0]})"
         except ValueError as exc:  # the body is not JSON
-            log.warning("Mobility Work network settings unreadable (%s); tasks will be queued", exc)
-            return NetworkInfo()
-        log.info(
-            "Mobility Work network %r (%s), timezone %s, currency %s",
-            info.name,
-            info.network_id,
-            info.timezone,
-            info.currency,
-        )
-        return info
+            why = f"unreadable ({exc})"
+        else:
+            self._settings_log.change(
+                "known",
+                logging.INFO,
+                "network %r (%s), timezone %s, currency %s",
+                info.name,
+                info.network_id,
+                info.timezone,
+                info.currency,
+            )
+            return info
+        self._settings_log.change("unknown", logging.WARNING, "%s; tasks will be queued", why)
+        return None
 
     def metadata_for(self, item: OutboxItem) -> dict[str, Any]:
         """The rule's metadata, then ours on top (ours win on conflict)."""
@@ -232,8 +238,8 @@ class MobilityWorkBackend:
         if self.network is None and self._tz_override is None:
             # Started while the CMMS was unreachable: learn the timezone now if we can (UTC otherwise).
             try:
-                await self._fetch_settings()
-            except (httpx.HTTPError, BackendError, ValueError) as exc:
+                await self._read_settings()
+            except BackendError as exc:  # the POST will say so too (PAUSE)
                 log.debug("network settings still unknown: %s", exc)
         try:
             request = self.build_request(item)

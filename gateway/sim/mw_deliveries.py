@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
+from gateway.core.statelog import StateLog
 from gateway.sim import mw_webhooks as wh
 from gateway.web.signature import HEADER, sign
 
 if TYPE_CHECKING:
     from gateway.sim.mw_state import SimState
+
+log = logging.getLogger(__name__)
 
 
 def dumps(obj: Any) -> bytes:
@@ -129,6 +133,7 @@ class WebhookSender:
         self.state = state
         self._client: httpx.AsyncClient | None = None
         self._lock = asyncio.Lock()
+        self._target = StateLog(log, "mw-sim webhooks")
 
     async def send(self, event: str, **params: Any) -> WebhookDelivery:
         """Build and deliver one event to the webhook target (signed when a secret is set)."""
@@ -161,6 +166,13 @@ class WebhookSender:
             delivery.status = response.status_code
         except httpx.HTTPError as exc:
             delivery.error = f"{type(exc).__name__}: {exc}"
+            self._target.change(
+                "failing", logging.WARNING, "%s unreachable: %s", s.webhook_url, delivery.error
+            )
+        else:
+            if self._target.state == "failing":
+                self._target.change("ok", logging.INFO, "%s reachable again", s.webhook_url)
+            self._target.quiet("ok")
         return delivery
 
     async def resend(self, delivery_id: int, *, same_signature: bool = False) -> WebhookDelivery:
