@@ -12,8 +12,8 @@ Standalone: `mw-gateway mw-sim --port 8471` (`main(argv)`), driven over HTTP wit
 
 The parts: `harness` (faults, the record of calls, the shared `/_sim/` routes) and `server` (listening,
 dropping connections, down/up) are shared by every simulator; `mw_state` is what this one knows,
-`mw_validation` what the document accepts, `mw_webhooks`/`mw_deliveries` what it sends, `mw_control` its own
-`/_sim/` routes. This module is the API endpoints and the runners.
+`mw_validation`/`mw_bulk_checks` what the document accepts, `mw_webhooks`/`mw_deliveries` what it sends,
+`mw_control` its own `/_sim/` routes. This module is the API endpoints and the runners.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from gateway.sim import mw_bulk_checks as b
 from gateway.sim import mw_validation as v
 from gateway.sim.harness import Fault, FaultInjector, control_routes
 from gateway.sim.harness import json_response as _json
@@ -163,31 +164,31 @@ class MobilityWorkSim:
             Route("/partners/v1/tasks", self._create_task, methods=["POST"]),
             Route("/partners/v1/tasks/", self._create_task, methods=["POST"]),
             Route("/partners/v1/network/settings", self._network_settings, methods=["GET"]),
-            Route("/partners/v1/spare-parts", self._bulk(v.check_spare_part_create), methods=["POST"]),
+            Route("/partners/v1/spare-parts", self._bulk(b.check_spare_part_create), methods=["POST"]),
             Route(
                 "/partners/v1/spare-parts/stock",
-                self._bulk(v.check_stock_update, premium=True),
+                self._bulk(b.check_stock_update, premium=True),
                 methods=["PUT"],
             ),
             Route(
                 "/partners/v1/spare-parts/attributes",
-                self._bulk(v.check_spare_part_attributes),
+                self._bulk(b.check_spare_part_attributes),
                 methods=["POST"],
             ),
-            Route("/partners/v1/equipments", self._bulk(v.check_equipment_create), methods=["POST"]),
+            Route("/partners/v1/equipments", self._bulk(b.check_equipment_create), methods=["POST"]),
             Route(
                 "/partners/v1/equipment/attributes",
-                self._bulk(v.check_equipment_attributes, premium=True),
+                self._bulk(b.check_equipment_attributes, premium=True),
                 methods=["POST"],
             ),
             Route(
                 "/partners/v1/locations/create/bulk",
-                self._bulk(v.check_location_create, premium=True),
+                self._bulk(b.check_location_create, premium=True),
                 methods=["POST"],
             ),
             Route(
                 "/partners/v1/spare-parts/relocate/bulk",
-                self._bulk(v.check_relocation, premium=True),
+                self._bulk(b.check_relocation, premium=True),
                 methods=["POST"],
             ),
             *control_routes(self.state, self.server),
@@ -256,7 +257,7 @@ class MobilityWorkSim:
         except Exception:  # a sim's background sender: log and go on
             log.exception("mw-sim: sending TaskWasScheduled failed")
 
-    def _bulk(self, check: v.ItemCheck, *, premium: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    def _bulk(self, check: b.ItemCheck, *, premium: bool = False) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             s = self.state
             if not self._authorized(request):
@@ -266,7 +267,7 @@ class MobilityWorkSim:
             body, errors = await self._read_json(request)
             if errors:
                 return _json(400, errors.body())
-            errors = v.validate_bulk(body, check)
+            errors = b.validate_bulk(body, check)
             if errors:
                 return _json(400, errors.body())
             s.bulk.append(BulkRequest(path=request.url.path, items=list(body), at=time.time()))

@@ -323,3 +323,23 @@ async def test_the_equipment_identifier_form_is_an_option(
 
 def test_the_default_equipment_identifier_is_the_task_endpoints_word() -> None:
     assert MobilityWorkConfig(kind="mobility_work", api_key=SecretStr("k")).equipment_identifier == "external"
+
+
+async def test_unknown_network_settings_are_said_once_and_their_arrival_too(
+    sim: MobilityWorkSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    await sim.down()
+    b = MobilityWorkBackend(make_config(sim.url), gateway_id="gw1", clock=ManualClock(FIRED_AT))
+    try:
+        with caplog.at_level(logging.DEBUG, logger="gateway.cmms.mobility_work"):
+            await b.start()
+            for _ in range(3):
+                assert (await b.deliver(make_item())).outcome is Outcome.RETRY
+            await sim.up()
+            assert (await b.deliver(make_item())).outcome is Outcome.DONE
+    finally:
+        await b.aclose()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO], said
+    assert said[0][1].startswith("Mobility Work network settings: Mobility Work unreachable (")
+    assert "timezone Europe/Paris" in said[1][1]
