@@ -16,8 +16,9 @@ It validates what the AMAGE document (seed 002) says, as strictly as the documen
 - a reference (`typeUuid`, `assignedUserUuid`, `elementTypeUuid`, …) to an unknown record answers HTTP 400
   with `errorCode: "NOT_FOUND"`, as the document describes, when the simulator was told which records exist.
 
-Control API under `/_sim/` (JSON): `GET state`, `GET requests`, `POST faults` (a list or one fault),
-`DELETE faults`, `POST records` (`{"user": [uuid, …], "elementType": {code: uuid}, …}`), `POST reset`.
+Control API under `/_sim/` (JSON): the shared ones of `harness` (state, requests, faults, down, reset) and
+`POST records` (`{"user": [uuid, …], "elementType": {code: uuid}, "asset": [uuid, …], …}`). Faults: the
+one vocabulary of `harness.Fault`.
 
     async with run_amage_sim(device_uuid=..., api_key=..., key_secret=...) as sim:
         sim.url, sim.state.work_orders, sim.state.requests

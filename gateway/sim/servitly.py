@@ -12,8 +12,8 @@ What it checks (seed 003 and Servitly's public reference):
 - `POST /inventory/historicalEvents`: `alertDefinitionId`, `startTimestamp`, `endTimestamp`, `locationId`,
   `thingId`, `notes`; the same checks; 201.
 
-Control API under `/_sim/` (JSON): `GET state`, `GET requests`, `POST faults`, `DELETE faults`,
-`POST expire_tokens` (every issued token expires now), `POST reset`.
+Control API under `/_sim/` (JSON): the shared ones of `harness` (state, requests, faults, down, reset) and
+`POST expire_tokens` (every issued token expires now). Faults: the one vocabulary of `harness.Fault`.
 
     async with run_servitly_sim(tenant="acme", api_key=..., pat=..., token_lifetime_s=60) as sim:
         sim.url, sim.state.maintenance_works, sim.state.requests
