@@ -8,7 +8,8 @@ What it checks (seed 003 and Servitly's public reference):
 - every call needs `X-Servitly-Tenant` (400 without); data calls need `Authorization: Bearer <token>`: an
   unknown or expired token answers 401 `{"message": "User not authenticated"}`, a token of another tenant 403;
 - `POST /inventory/maintenanceWorks`: only the documented fields, int64 timestamps, string `properties`
-  values, a `thingId` or a `locationId`; 201 with the stored object and its `id`;
+  values, a `thingId` or a `locationId`, no `endTimestamp` in the future ("when the maintenance work
+  completed"); 201 with the stored object and its `id`;
 - `POST /inventory/historicalEvents`: `alertDefinitionId`, `startTimestamp`, `endTimestamp`, `locationId`,
   `thingId`, `notes`; the same checks; 201.
 
