@@ -135,6 +135,7 @@ class Dispatcher:
         self._store_retry_at = 0.0  # after a failed write to the state database, wait until then
         self._store_error: str | None = None
         self._on_delivery = on_delivery  # callback(item, delivery) for metrics and listeners
+        self.heartbeat: Callable[[], None] = lambda: None  # called on every pass (the supervisor's watchdog)
 
     # ------------------------------------------------------------------ control
 
@@ -184,6 +185,7 @@ class Dispatcher:
         try:
             await self.recover()
             while True:
+                self.heartbeat()
                 try:
                     started = await self._start_due()
                 except asyncio.CancelledError:

@@ -28,8 +28,9 @@ from typing import Any
 
 import pytest
 
-from gateway.app import Gateway, load_all
 from gateway.core.firings import firing_uuid
+from gateway.runtime.lifecycle import Gateway
+from gateway.runtime.reload import load_all
 from gateway.sim.plc import ModbusPlc, run_modbus_press
 from gateway.sources import codec
 from tests.e2e.any_cmms_support import CmmsUnderTest, DryRun, Expected, backend, running
