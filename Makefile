@@ -35,6 +35,7 @@ test: $(TSTAMP) deps-system lint typecheck unit rules-test
 lint: $(TSTAMP)
 	$(BIN)/ruff check gateway tests bench torture
 	$(BIN)/ruff format --check gateway tests bench torture
+	$(BIN)/lint-imports
 
 typecheck: $(TSTAMP)
 	$(BIN)/mypy

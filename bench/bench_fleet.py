@@ -26,8 +26,8 @@ from gateway.fleet.quota import FleetQuota
 from gateway.fleet.relay import MW_PATH, Relay
 from gateway.sim.nats_cluster import NatsCluster
 from gateway.store import Store
+from gateway.web.receiver import WebhookReceiver
 from gateway.web.signature import sign
-from gateway.web.webhooks_mw import WebhookReceiver
 
 SECRET = "bench-secret"
 RESERVATIONS = 400
@@ -110,7 +110,7 @@ async def _run() -> list[tuple[str, str, str]]:
                 return (await relay.relay(MW_PATH, headers, body)).status_code
 
             store = await Store.open(Path(tmp) / "state", gateway_id="line1", clock=SystemClock())
-            receiver = WebhookReceiver(store, HttpSection(webhook_secret=SECRET), clock=store.clock)
+            receiver = WebhookReceiver(store.ledger, HttpSection(webhook_secret=SECRET), clock=store.clock)
 
             async def direct(headers: dict[str, str], body: bytes) -> int:
                 return (await receiver.receive_mobility_work(headers, body)).status

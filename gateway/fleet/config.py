@@ -112,6 +112,9 @@ class RelayConfig(_Strict):
     signature_tolerance: float = 300.0
     servicemobility_jwt_key: SecretStr | None = None
     servicemobility_jwt_algorithms: tuple[str, ...] = ("HS256",)
+    servicemobility_jwt_audience: str | None = None
+    servicemobility_jwt_issuer: str | None = None
+    servicemobility_jwt_max_age: float = 86400.0
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     rate_limit: float = Field(default=50.0, gt=0)  # webhooks per second accepted, all senders together
     rate_burst: int = Field(default=100, ge=1)
@@ -119,7 +122,7 @@ class RelayConfig(_Strict):
     auth_token: SecretStr | None = None  # bearer token for the status page and /metrics
     fleet: BusSection
 
-    _tol = field_validator("signature_tolerance", mode="before")(_duration)
+    _tol = field_validator("signature_tolerance", "servicemobility_jwt_max_age", mode="before")(_duration)
 
     @field_validator("listen")
     @classmethod

@@ -148,7 +148,9 @@ class Receiver(Protocol):
         self, headers: Mapping[str, str], body: bytes, *, now: float | None = None
     ) -> _Reply: ...
 
-    async def receive_servicemobility(self, headers: Mapping[str, str], body: bytes) -> _Reply: ...
+    async def receive_servicemobility(
+        self, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    ) -> _Reply: ...
 
 
 class _Reply(Protocol):
@@ -156,12 +158,14 @@ class _Reply(Protocol):
     def status(self) -> int: ...
 
 
-def receiver_handler(receiver: Receiver) -> Handler:
-    """The handler feeding relayed webhooks to the receiver direct HTTP delivery uses."""
+def receiver_handler(receiver: Callable[[], Receiver]) -> Handler:
+    """The handler feeding relayed webhooks to the receiver direct HTTP delivery uses; `receiver` returns the
+    current one (a reload that changed the HTTP settings makes a new one)."""
 
     async def handle(headers: dict[str, str], body: bytes, path: str, received_at: float | None) -> int:
+        current = receiver()
         if path.rstrip("/") == SM_PATH:
-            return (await receiver.receive_servicemobility(headers, body)).status
-        return (await receiver.receive_mobility_work(headers, body, now=received_at)).status
+            return (await current.receive_servicemobility(headers, body, now=received_at)).status
+        return (await current.receive_mobility_work(headers, body, now=received_at)).status
 
     return handle

@@ -126,6 +126,15 @@ class FleetMember:
             self.consumer = FleetConsumer(self.js, self.section, self.gateway_id, self.handle)
             self._tasks.append(asyncio.create_task(self.consumer.run(), name="fleet-consumer"))
 
+    async def stop_intake(self) -> None:
+        """Stop consuming relayed webhooks (unacknowledged ones are redelivered after ack_wait)."""
+        if self.consumer is not None:
+            for task in [t for t in self._tasks if t.get_name() == "fleet-consumer"]:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                self._tasks.remove(task)
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -36,8 +36,9 @@ from starlette.routing import Route
 from gateway.fleet import names
 from gateway.fleet.config import RelayConfig
 from gateway.fleet.status import read_fleet, render_html
+from gateway.web.read_json import BadRequest, canonical_hash, parse_json_object, text
+from gateway.web.read_mw import parse_mobility_work
 from gateway.web.verify import JWTVerifier, MWSignatureVerifier, Rejected
-from gateway.web.webhooks_mw import BadRequest, canonical_hash, parse_json_object, parse_mobility_work, text
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -116,7 +117,13 @@ class Relay:
             config.secrets(), template=config.signature_template, tolerance=config.signature_tolerance
         )
         key = config.servicemobility_jwt_key
-        self.jwt = JWTVerifier(key.get_secret_value() if key else None, config.servicemobility_jwt_algorithms)
+        self.jwt = JWTVerifier(
+            key.get_secret_value() if key else None,
+            algorithms=config.servicemobility_jwt_algorithms,
+            audience=config.servicemobility_jwt_audience,
+            issuer=config.servicemobility_jwt_issuer,
+            max_age=config.servicemobility_jwt_max_age,
+        )
         self.bucket = TokenBucket(config.rate_limit, config.rate_burst)
         self.stats = RelayStats()
         self.status_kv: KeyValue | None = None

@@ -35,7 +35,27 @@ def summary_of(gw: Any) -> Any:
     return summary
 
 
-def attach(gw: Any, receiver: Any) -> FleetMember:
+def receiver_of(gw: Any) -> Any:
+    """The receiver direct HTTP delivery uses, for the current HTTP settings (made again after a reload that
+    changed them): records through the engine consumer, stock levels onto the engine's input queue."""
+    from gateway.runtime.views import PipelineLedger
+    from gateway.web.receiver import WebhookReceiver
+
+    made: dict[str, Any] = {}
+
+    def get() -> Any:
+        http = gw.config.http
+        if made.get("http") is not http:
+            made["http"] = http
+            made["receiver"] = WebhookReceiver(
+                PipelineLedger(gw.pipeline), http, clock=gw.clock, publish_input=gw.pipeline.publish
+            )
+        return made["receiver"]
+
+    return get
+
+
+def attach(gw: Any) -> FleetMember:
     """A FleetMember for `gw` (not started), with its quota guard set on the dispatcher."""
     from gateway.fleet.cli import require_nats
 
@@ -46,7 +66,7 @@ def attach(gw: Any, receiver: Any) -> FleetMember:
     member = FleetMember(
         section,
         cfg.gateway.id,
-        handle=receiver_handler(receiver),
+        handle=receiver_handler(receiver_of(gw)),
         summary=summary_of(gw),
         quota_limit=cfg.cmms.quota,
         network=str(network),
@@ -55,5 +75,5 @@ def attach(gw: Any, receiver: Any) -> FleetMember:
         local_used=gw.store.outbox.quota_used,
     )
     if member.quota is not None:
-        gw.dispatcher.quota_guard = member.quota
+        gw.dispatcher.fleet_quota = member.quota
     return member

@@ -21,7 +21,7 @@ from gateway.fleet.consumer import FleetConsumer, receiver_handler
 from gateway.fleet.relay import Relay
 from gateway.sim.nats_cluster import free_port
 from gateway.store import Store
-from gateway.web.webhooks_mw import WebhookReceiver
+from gateway.web.receiver import WebhookReceiver
 from tests.web.webhook_server import serve_app
 
 SECRET = "whsec-fleet-5e1"
@@ -55,7 +55,7 @@ class FleetGateway:
             self.nc.jetstream(timeout=self.bus.request_timeout),
             self.bus,
             self.name,
-            receiver_handler(self.receiver),
+            receiver_handler(lambda: self.receiver),
             retry_delay=0.2,
             ack_wait=3.0,  # a batch fetched by a consumer that was stopped comes again after this
         )
@@ -82,7 +82,7 @@ async def fleet_gateway(
     tmp: Path, name: str, bus: BusSection, *, clock: Clock | None = None, start: bool = True
 ) -> AsyncIterator[FleetGateway]:
     store = await Store.open(tmp / name, gateway_id=name, clock=clock or SystemClock())
-    receiver = WebhookReceiver(store, HttpSection(webhook_secret=SECRET), clock=store.clock)
+    receiver = WebhookReceiver(store.ledger, HttpSection(webhook_secret=SECRET), clock=store.clock)
     gw = FleetGateway(name, store, receiver, bus)
     try:
         if start:

@@ -16,11 +16,11 @@ from gateway.cmms.schema import MobilityWorkConfig
 from gateway.config import DispatcherSection
 from gateway.core.clock import ManualClock
 from gateway.core.firings import Priority, TaskSpec
-from gateway.dispatcher import Dispatcher
 from gateway.fleet import names
 from gateway.fleet.bus import connect, ensure_bucket
 from gateway.fleet.config import BusSection
 from gateway.fleet.quota import FleetQuota
+from gateway.runtime.dispatcher import Dispatcher
 from gateway.sim.mobility_work import MobilityWorkSim, run_mobility_work_sim
 from gateway.sim.nats_cluster import NatsCluster
 from gateway.store import Store
@@ -61,7 +61,7 @@ async def gateway(
             clock=clock,
             rng=random.Random(1),
         )
-        dispatcher.quota_guard = FleetQuota(
+        dispatcher.fleet_quota = FleetQuota(
             get_kv,
             network=network.network_id or "net",
             limit=30,

@@ -1,7 +1,7 @@
-"""Two real gateways (gateway.app.Gateway) with a `fleet:` section, the relay, the Mobility Work simulator and
-the 3-node cluster: a stock webhook reaches both gateways through the relay, both rules fire, each task's
-TaskWasScheduled comes back to the gateway that created it, the fleet quota counts both, and
-`mw-gateway fleet` shows both gateways with their heartbeat."""
+"""Two real gateways (gateway.runtime.lifecycle.Gateway) with a `fleet:` section, the relay, the Mobility
+Work simulator and the 3-node cluster: a stock webhook reaches both gateways through the relay, both rules
+fire, each task's TaskWasScheduled comes back to the gateway that created it, the fleet quota counts both,
+and `mw-gateway fleet` shows both gateways with their heartbeat."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from gateway.app import Gateway, load_all
 from gateway.fleet import names
 from gateway.fleet.relay import MW_PATH
+from gateway.runtime.lifecycle import Gateway, load_all
 from gateway.sim.mobility_work import run_mobility_work_sim
 from gateway.sim.nats_cluster import NatsCluster, free_port
 from tests.e2e.helpers import REPO, wait_for
@@ -109,9 +109,10 @@ async def test_two_gateways_in_a_fleet(tmp_path: Path, nats_cluster: NatsCluster
                 (task,) = await gw.store.ledger.tasks()
                 sim_task = next(t for t in sim.state.tasks if t.id == task.task_id)
                 assert sim_task.metadata["gateway"] == gw.config.gateway.id
+            from gateway.runtime.views import web_deps
             from gateway.web.status import collect_status
 
-            fleet_status = (await collect_status(gws[0]))["fleet"]
+            fleet_status = (await collect_status(web_deps(gws[0])))["fleet"]
             assert fleet_status["connected"] and fleet_status["consumed"]["acked"] >= 2
             assert fleet_status["fleet_quota_used"] in (1, 2)  # the count at its last reservation
             quota_kv = await relay.relay.js.key_value(names.quota_bucket(bus.name))
