@@ -141,6 +141,10 @@ class RelayConfig(_Strict):
                 f"listen {self.listen} reaches beyond this machine: set tls_certificate and tls_key, "
                 "or allow_plain_http: true (behind a TLS-terminating proxy)"
             )
+        if self.servicemobility_jwt_key is not None:
+            from gateway.config import _need_jwt_library
+
+            _need_jwt_library(self.servicemobility_jwt_algorithms)
         if not self.secrets():
             raise ValueError(
                 "webhook_secret is required: the relay verifies every Mobility Work signature before "
