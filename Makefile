@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck unit rules-test bench torture clean venv deps-system
+.PHONY: demo test lint typecheck unit rules-test bench torture clean venv deps-system deps-interop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,12 @@ demo: $(STAMP)
 deps-system:
 	@bash scripts/ensure-system-deps.sh
 
+## Independent servers for the interop tests (node-opcua from npm; the libmodbus server is compiled by the tests).
+deps-interop: deps-system
+	@bash scripts/ensure-interop.sh
+
 ## Lint, type-check, the test suite, and the shipped rule tests.
-test: $(TSTAMP) deps-system lint typecheck unit rules-test
+test: $(TSTAMP) deps-system deps-interop lint typecheck unit rules-test
 
 lint: $(TSTAMP)
 	$(BIN)/ruff check gateway tests bench torture
@@ -50,8 +54,8 @@ bench: $(TSTAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## Fault campaigns (power cut, outage, links, input, disk).
-torture: $(TSTAMP) deps-system
+torture: $(TSTAMP) deps-system deps-interop
 	$(BIN)/python -m torture $(TORTURE_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis tests/interop/node_modules tests/interop/build

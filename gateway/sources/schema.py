@@ -122,6 +122,8 @@ class ModbusSource(_Strict):
     poll: Annotated[float, Field(gt=0)] = 1.0
     timeout: Annotated[float, Field(gt=0)] = 3.0
     max_gap: int = Field(default=16, ge=0, le=124)  # registers (or bits) read through to join two reads
+    max_registers: int = Field(default=125, ge=1, le=125)  # registers per read request (the device's limit)
+    max_bits: int = Field(default=2000, ge=1, le=2000)  # coils / discrete inputs per read request
     word_order: Literal["big", "little"] = "big"  # default for every signal of this source
     byte_order: Literal["big", "little"] = "big"
     reconnect_delay: Annotated[float, Field(gt=0)] = 1.0  # first backoff delay (link and per unit)
@@ -136,6 +138,12 @@ class ModbusSource(_Strict):
     def _transport(self) -> ModbusSource:
         if (self.host is None) == (self.serial is None):
             raise ValueError("give either host: (Modbus TCP) or serial: (Modbus RTU, e.g. /dev/ttyUSB0)")
+        for key, sig in self.signals.items():
+            if sig.table in ("holding", "input") and sig.register_count > self.max_registers:
+                raise ValueError(
+                    f"signal {key}: {sig.register_count} registers do not fit in one read of at most "
+                    f"max_registers: {self.max_registers}"
+                )
         return self
 
 
