@@ -211,6 +211,9 @@ class MqttSignal(_Strict):
     timestamp: str | None = None  # a dotted path to the sample's timestamp (ISO 8601 or Unix seconds/ms)
     type: Literal["number", "string", "bool"] = "number"
     qos: Literal[0, 1] | None = None
+    max_age: float | None = None  # a retained message whose timestamp is this recent counts as an observation
+
+    _max_age = field_validator("max_age", mode="before")(_duration)
 
 
 class MqttSource(_Strict):
@@ -228,11 +231,12 @@ class MqttSource(_Strict):
     timeout: float = 10.0
     reconnect_delay: float = 1.0
     reconnect_max_delay: float = 30.0
+    max_age: float | None = None  # default of the signals' max_age (retained messages)
     signals: dict[str, str | MqttSignal]
 
-    _ka = field_validator("keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", mode="before")(
-        _duration
-    )
+    _ka = field_validator(
+        "keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", "max_age", mode="before"
+    )(_duration)
 
     @model_validator(mode="after")
     def _topics(self) -> MqttSource:
