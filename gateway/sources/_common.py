@@ -122,4 +122,4 @@ def quiet_library_logger(name: str) -> None:
     """A protocol library logs every retry: keep its logger for debugging, unless the user configured it."""
     logger = logging.getLogger(name)
     if logger.level == logging.NOTSET:
-        logger.setLevel(logging.CRITICAL)
+        logger.setLevel(logging.CRITICAL + 1)  # asyncua logs protocol errors at CRITICAL: those too

@@ -181,6 +181,10 @@ class OpcuaSource(_Strict):
     reconnect_delay: float = 1.0  # first backoff delay before the first connection succeeded
     reconnect_max_delay: float = 30.0
     queue_size: int = Field(default=1, ge=1, le=10000)  # values the server keeps per item between publishes
+    keepalive: Annotated[float, Field(gt=0)] = (
+        5.0  # the subscription's keep-alive; unchanged values confirmed
+    )
+    namespaces: dict[str, str] = Field(default_factory=dict)  # browse-path alias -> namespace URI
     signals: dict[str, str | OpcuaSignal]
 
     _pi = field_validator(
@@ -189,8 +193,27 @@ class OpcuaSource(_Strict):
         "timeout",
         "reconnect_delay",
         "reconnect_max_delay",
+        "keepalive",
         mode="before",
     )(_duration)
+
+    @model_validator(mode="after")
+    def _browse_paths(self) -> OpcuaSource:
+        for alias in self.namespaces:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", alias):
+                raise ValueError(f"namespaces: {alias!r} is not a usable alias (a name such as press)")
+        for key, spec in self.signals.items():
+            if isinstance(spec, str) or spec.browse_path is None:
+                continue
+            for part in spec.browse_path.strip("/").split("/"):
+                prefix, colon, _ = part.partition(":")
+                if colon and not prefix.isdigit() and prefix not in self.namespaces:
+                    known = ", ".join(sorted(self.namespaces)) or "none"
+                    raise ValueError(
+                        f"signal {key}: {prefix!r} in {spec.browse_path!r} is neither a namespace index nor "
+                        f"an alias of namespaces: (known: {known})"
+                    )
+        return self
 
     @field_validator("url")
     @classmethod
