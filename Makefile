@@ -39,6 +39,7 @@ test: $(TSTAMP) deps-system deps-interop lint typecheck unit rules-test
 lint: $(TSTAMP)
 	$(BIN)/ruff check gateway tests bench torture
 	$(BIN)/ruff format --check gateway tests bench torture
+	$(BIN)/lint-imports
 
 typecheck: $(TSTAMP)
 	$(BIN)/mypy
