@@ -6,12 +6,12 @@ from pathlib import Path
 
 from gateway.core.clock import Clock
 from gateway.core.ports import Source
-from gateway.sources.schema import ModbusSource, MqttSource, OpcuaSource
+from gateway.sources.schema import ModbusSource, MqttSource, OpcuaSource, SparkplugSource
 
 
 def build_source(
     name: str,
-    config: ModbusSource | OpcuaSource | MqttSource,
+    config: ModbusSource | OpcuaSource | MqttSource | SparkplugSource,
     *,
     clock: Clock | None = None,
     state_dir: Path | None = None,
@@ -31,4 +31,8 @@ def build_source(
         from gateway.sources.mqtt import MqttConnector
 
         return MqttConnector(name, config, clock=clock, gateway_id=gateway_id)
+    if isinstance(config, SparkplugSource):
+        from gateway.sources.sparkplug import SparkplugConnector  # imports protobuf (the `sparkplug` extra)
+
+        return SparkplugConnector(name, config, clock=clock, gateway_id=gateway_id)
     raise TypeError(f"unknown source config {type(config).__name__}")
