@@ -155,8 +155,13 @@ class SparkplugConnector:
             logger=logging.getLogger(_PAHO_LOG),
         )
 
+    def bind(self, emit: Emit) -> Sink:
+        """Where samples go; run() calls it, and a caller driving on_message() itself (tests, the bench)."""
+        self._sink = Sink(emit, self.stats, self._clock, log, self.name)
+        return self._sink
+
     async def run(self, emit: Emit) -> None:
-        sink = self._sink = Sink(emit, self.stats, self._clock, log, self.name)
+        sink = self.bind(emit)
         backoff = Backoff(initial_s=self.config.reconnect_delay, max_s=self.config.reconnect_max_delay)
         own_state = state_topic(self.config.host_id)
         while True:
@@ -233,7 +238,8 @@ class SparkplugConnector:
             return
         node = self._nodes.setdefault(node_id, _Node())
         sink = self._sink
-        assert sink is not None, "run() sets the sink"
+        if sink is None:
+            raise RuntimeError("call bind() or run() before on_message()")
         try:
             decoded = codec.decode(payload)
         except codec.PayloadError as exc:
