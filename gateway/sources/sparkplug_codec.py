@@ -146,6 +146,17 @@ def decode(data: bytes) -> Payload:
     )
 
 
+SUPPORTED = frozenset(
+    {*_SIGNED_BITS, *_UNSIGNED_BITS, DataType.FLOAT, DataType.DOUBLE, DataType.BOOLEAN, DataType.STRING,
+     DataType.TEXT, DataType.UUID, DataType.DATETIME, DataType.BYTES}
+)  # fmt: skip
+
+
+def is_supported(datatype: int | None) -> bool:
+    """Whether metrics of this datatype decode to a value (the scalar types)."""
+    return datatype in SUPPORTED
+
+
 def type_name(datatype: int | None) -> str:
     if datatype is None:
         return "no datatype"

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
+import yaml
 
 from gateway.config import load_config
 from gateway.core.clock import ManualClock
@@ -22,6 +23,7 @@ from gateway.sources import sparkplug_codec as codec
 from gateway.sources.registry import build_source
 from gateway.sources.schema import SparkplugSource
 from gateway.sources.sparkplug import SparkplugConnector, parse_topic
+from gateway.sources.sparkplug_browse import list_sparkplug, signals_block
 from gateway.sources.sparkplug_codec import DataType as T
 from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running
 from tests.sources.test_mqtt import Broker
@@ -394,3 +396,44 @@ def test_config_errors(options: dict[str, Any], words: str) -> None:
     base = {"protocol": "sparkplug", "url": "mqtt://h:1", "group": "G", "host_id": "h", "signals": {}}
     with pytest.raises(ValueError, match=words):
         SparkplugSource.model_validate({**base, **options})
+
+
+# ---------------------------------------------------------------- discovery
+
+
+async def test_list_sparkplug_and_signals_block(broker: Broker) -> None:
+
+    async def edge_side() -> None:
+        async with edge_node(broker.port) as edge:
+            await edge.publish("NDATA", codec.encode([(None, 1, T.DOUBLE, 1.0)], seq=5))  # heard, no birth
+            await asyncio.wait_for(edge.got_command.wait(), SAFETY_TIMEOUT_S)  # the listing asks a rebirth
+            birth = [*NODE_BIRTH, ("Rows", 5, T.DATASET, None)]
+            await edge.publish("NBIRTH", codec.encode(birth, seq=0))
+            await edge.publish("DBIRTH", codec.encode(DEVICE_BIRTH, seq=1), "Stamper")
+
+    listing_task = asyncio.create_task(
+        list_sparkplug(f"mqtt://127.0.0.1:{broker.port}", G, 1.5, rebirth=True)
+    )
+    await asyncio.sleep(0.3)  # the listing subscribes first (births are not retained)
+    await edge_side()
+    listing = await listing_task
+    scopes = {k: sorted(v.metrics) for k, v in listing.scopes.items()}
+    assert scopes == {
+        ("Press1", None): ["Offset", "Rows", "Temperature"],  # bdSeq and Node Control/* left out
+        ("Press1", "Stamper"): ["Counters/Strokes", "Mode"],
+    }
+    yaml_text = signals_block(listing, source="line3", url=f"mqtt://127.0.0.1:{broker.port}")
+    assert "    press1_temperature: {node: Press1, metric: Temperature}  # Double\n" in yaml_text
+    assert (
+        "    stamper_counters_strokes: {node: Press1, device: Stamper, metric: Counters/Strokes}" in yaml_text
+    )
+    assert "    # Rows: DataSet is not supported\n" in yaml_text
+    # the block is valid configuration once host_id is filled in
+    entry = yaml.safe_load(yaml_text.replace("CHANGE-ME", "mw-test"))["line3"]
+    config = SparkplugSource.model_validate(entry)
+    assert set(config.signals) == {
+        "press1_offset",
+        "press1_temperature",
+        "stamper_counters_strokes",
+        "stamper_mode",
+    }
