@@ -25,6 +25,7 @@ from gateway.sources.schema import SparkplugSource
 from gateway.sources.sparkplug import SparkplugConnector, parse_topic
 from gateway.sources.sparkplug_browse import list_sparkplug, signals_block
 from gateway.sources.sparkplug_codec import DataType as T
+from tests.engine.helpers import T0, engine
 from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running
 from tests.sources.test_mqtt import Broker
 
@@ -437,3 +438,44 @@ async def test_list_sparkplug_and_signals_block(broker: Broker) -> None:
         "stamper_counters_strokes",
         "stamper_mode",
     }
+
+
+async def test_death_and_rebirth_fire_no_task(tmp_path: Path, collector: Collector) -> None:
+    """Through the real engine: running going false fires once; a death (BAD, no value) and the rebirth after
+    it fire nothing."""
+    eng = engine(
+        tmp_path,
+        """
+        - id: press-stopped
+          when: {signal: line3.running, equals: false}
+          task: {description: "stopped"}
+        """,
+    )
+    src = make(signals={"running": {"node": "Press1", "metric": "Running"}})
+    src.bind(collector)
+    topic = f"spBv1.0/{G}/NBIRTH/Press1"
+
+    async def birth(t_ms: int, seq: int = 0) -> None:
+        metrics = [("Running", 7, T.BOOLEAN, True), ("bdSeq", 3, T.UINT64, 4)]
+        await src.on_message(topic, codec.encode(metrics, seq=seq, timestamp_ms=t_ms))
+
+    t0 = int(T0 * 1000)
+    await birth(t0)
+    data = [(False, 1), (True, 2)]
+    for value, seq in data:
+        message = codec.encode([(None, 7, T.BOOLEAN, value)], seq=seq, timestamp_ms=t0 + 60_000 * seq)
+        await src.on_message(f"spBv1.0/{G}/NDATA/Press1", message)
+    death = codec.encode([("bdSeq", None, T.UINT64, 4)], timestamp_ms=t0 + 180_000)
+    await src.on_message(f"spBv1.0/{G}/NDEATH/Press1", death)
+    await birth(t0 + 240_000)
+    firings = []
+    for sample in collector.of("line3.running"):
+        firings += eng.process(sample, sample.ts)
+    assert [(s.value, s.quality) for s in collector.of("line3.running")] == [
+        (True, Quality.GOOD),
+        (False, Quality.GOOD),
+        (True, Quality.GOOD),
+        (None, Quality.BAD),
+        (True, Quality.GOOD),
+    ]
+    assert len(firings) == 1  # the real stop; the death and the rebirth add nothing
