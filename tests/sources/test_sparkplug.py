@@ -15,6 +15,8 @@ from typing import Any
 import aiomqtt
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.config import load_config
 from gateway.core.clock import ManualClock
@@ -479,3 +481,31 @@ async def test_death_and_rebirth_fire_no_task(tmp_path: Path, collector: Collect
         (True, Quality.GOOD),
     ]
     assert len(firings) == 1  # the real stop; the death and the rebirth add nothing
+
+
+KINDS = [
+    "NBIRTH",
+    "NDATA",
+    "NDEATH",
+    "DBIRTH/Press1/Stamper",
+    "DDATA/Press1/Stamper",
+    "DDEATH/Press1/Stamper",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=st.lists(st.tuples(st.sampled_from(KINDS), st.binary(max_size=80)), max_size=12))
+async def test_fuzzed_message_sequences_never_raise(messages: list[tuple[str, bytes]]) -> None:
+    """Any sequence of births, data and deaths with arbitrary bytes, after a real birth: no exception, and
+    every sample is either GOOD with a value or BAD with a reason."""
+    collector = Collector()
+    src = make()
+    src.bind(collector)
+    await born(src)
+    for kind, data in messages:
+        topic = f"spBv1.0/{G}/{kind}" if "/" in kind else f"spBv1.0/{G}/{kind}/Press1"
+        await src.on_message(topic, data)
+    for sample in collector.samples:
+        assert (sample.quality is Quality.GOOD and sample.value is not None) or (
+            sample.quality is Quality.BAD and sample.reason
+        )
