@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.core.clock import Clock
+from gateway.core.errors import GatewayError
 from gateway.core.ports import Source
 from gateway.sources.schema import ModbusSource, MqttSource, OpcuaSource, SparkplugSource
 
@@ -32,7 +33,13 @@ def build_source(
 
         return MqttConnector(name, config, clock=clock, gateway_id=gateway_id)
     if isinstance(config, SparkplugSource):
-        from gateway.sources.sparkplug import SparkplugConnector  # imports protobuf (the `sparkplug` extra)
+        try:
+            from gateway.sources.sparkplug import SparkplugConnector  # imports protobuf (the sparkplug extra)
+        except ImportError as exc:
+            raise GatewayError(
+                f"source {name}: protocol: sparkplug needs the protobuf package ({exc}): "
+                "pip install 'mw-gateway[sparkplug]'"
+            ) from None
 
         return SparkplugConnector(name, config, clock=clock, gateway_id=gateway_id)
     raise TypeError(f"unknown source config {type(config).__name__}")
