@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -170,3 +171,34 @@ def signals_block(listing: Listing, *, source: str | None = None, url: str = "mq
     if not listing.scopes:
         lines.append(f"{indent}  # no edge node of group {listing.group} was heard in {listing.seconds:g}s")
     return "\n".join(lines) + "\n"
+
+
+def format_listing(listing: Listing) -> str:
+    """A human-readable table: one line per node or device, then its metrics."""
+    if not listing.scopes:
+        return f"no edge node of group {listing.group} was heard in {listing.seconds:g}s\n"
+    lines = []
+    for (node, device), scope in sorted(listing.scopes.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        where = node if device is None else f"{node}/{device}"
+        if not scope.birth_seen:
+            lines.append(f"{where}: heard, but no birth within {listing.seconds:g}s")
+            continue
+        lines.append(f"{where}: {len(scope.metrics)} metrics")
+        for metric in sorted(scope.metrics.values(), key=lambda m: m.name):
+            note = "" if metric.supported else "  (not supported)"
+            lines.append(f"  {metric.name}  {metric.datatype}{note}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_browse(url: str, group: str, *, seconds: float, yaml_source: str | None, rebirth: bool) -> int:
+    """`mw-gateway browse mqtt://HOST:PORT --sparkplug GROUP`: 0 when at least one birth was seen."""
+    try:
+        listing = asyncio.run(list_sparkplug(url, group, seconds, rebirth=rebirth))
+    except aiomqtt.MqttError as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+        return 1
+    if yaml_source is not None:
+        print(signals_block(listing, source=yaml_source, url=url), end="")
+    else:
+        print(format_listing(listing), end="")
+    return 0 if any(scope.birth_seen for scope in listing.scopes.values()) else 1

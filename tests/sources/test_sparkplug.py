@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.cli import main as cli_main
 from gateway.config import load_config
 from gateway.core.clock import ManualClock
 from gateway.core.samples import LinkState, Quality
@@ -408,16 +409,17 @@ async def test_list_sparkplug_and_signals_block(broker: Broker) -> None:
 
     async def edge_side() -> None:
         async with edge_node(broker.port) as edge:
-            await edge.publish("NDATA", codec.encode([(None, 1, T.DOUBLE, 1.0)], seq=5))  # heard, no birth
-            await asyncio.wait_for(edge.got_command.wait(), SAFETY_TIMEOUT_S)  # the listing asks a rebirth
+            # heard without a birth, until the listing (subscribed by then) asks for a rebirth
+            for _ in range(int(SAFETY_TIMEOUT_S / 0.05)):
+                await edge.publish("NDATA", codec.encode([(None, 1, T.DOUBLE, 1.0)], seq=5))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(edge.got_command.wait(), 0.05)
+                    break
             birth = [*NODE_BIRTH, ("Rows", 5, T.DATASET, None)]
             await edge.publish("NBIRTH", codec.encode(birth, seq=0))
             await edge.publish("DBIRTH", codec.encode(DEVICE_BIRTH, seq=1), "Stamper")
 
-    listing_task = asyncio.create_task(
-        list_sparkplug(f"mqtt://127.0.0.1:{broker.port}", G, 1.5, rebirth=True)
-    )
-    await asyncio.sleep(0.3)  # the listing subscribes first (births are not retained)
+    listing_task = asyncio.create_task(list_sparkplug(f"mqtt://127.0.0.1:{broker.port}", G, 3, rebirth=True))
     await edge_side()
     listing = await listing_task
     scopes = {k: sorted(v.metrics) for k, v in listing.scopes.items()}
@@ -509,3 +511,20 @@ async def test_fuzzed_message_sequences_never_raise(messages: list[tuple[str, by
         assert (sample.quality is Quality.GOOD and sample.value is not None) or (
             sample.quality is Quality.BAD and sample.reason
         )
+
+
+async def test_cli_browse_prints_a_source_entry(broker: Broker, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    args = ["browse", url, "--sparkplug", G, "--seconds", "1.5", "--yaml", "line3"]
+    browsing = asyncio.create_task(asyncio.to_thread(cli_main, args))
+    async with edge_node(broker.port) as edge:
+        while not browsing.done():  # births are not retained: publish them while it listens
+            await edge.publish("NBIRTH", codec.encode(NODE_BIRTH, seq=0))
+            await asyncio.sleep(0.05)
+    assert await browsing == 0
+    out = capsys.readouterr().out
+    assert out.startswith("line3:\n  protocol: sparkplug\n")
+    assert "    press1_offset: {node: Press1, metric: Offset}  # Int32\n" in out
+    # nothing heard: exit 1 and says so
+    assert await asyncio.to_thread(cli_main, ["browse", url, "--sparkplug", "Empty", "--seconds", "0.2"]) == 1
+    assert "no edge node of group Empty was heard in 0.2s" in capsys.readouterr().out
