@@ -127,6 +127,7 @@ class SparkplugConnector:
         self._client: aiomqtt.Client | None = None
         self.rebirth_requests = 0  # NCMD rebirths published (for tests and /metrics-like views)
         self.historical_dropped = 0
+        self._state_echoed = False
 
     def signal_names(self) -> list[str]:
         return [f"{self.name}.{key}" for key in self.config.signals]
@@ -167,6 +168,7 @@ class SparkplugConnector:
         while True:
             stamp_ms = int(self._clock.now() * 1000)
             online = state_payload(online=True, timestamp_ms=stamp_ms)
+            self._state_echoed = False
             try:
                 async with self._make_client(stamp_ms) as client:
                     self._client = client
@@ -213,7 +215,12 @@ class SparkplugConnector:
             await asyncio.sleep(backoff.next())
 
     def _on_state(self, payload: bytes, ours: bytes) -> None:
+        """Our own STATE topic: after our online STATE came back to us, anyone else's online STATE there means
+        a second host application uses our host_id (a retained one from before is overwritten by ours)."""
         if payload == ours:
+            self._state_echoed = True
+            return
+        if not self._state_echoed:
             return
         try:
             state = json.loads(payload)

@@ -528,3 +528,22 @@ async def test_cli_browse_prints_a_source_entry(broker: Broker, capsys: pytest.C
     # nothing heard: exit 1 and says so
     assert await asyncio.to_thread(cli_main, ["browse", url, "--sparkplug", "Empty", "--seconds", "0.2"]) == 1
     assert "no edge node of group Empty was heard in 0.2s" in capsys.readouterr().out
+
+
+async def test_a_second_host_with_our_id_is_an_error(
+    broker: Broker, collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with aiomqtt.Client("127.0.0.1", broker.port) as other:  # a stale online STATE, retained
+        await other.publish("spBv1.0/STATE/mw-test", b'{"online":true,"timestamp":1}', qos=1, retain=True)
+    src = make(broker.port)
+    with caplog.at_level(logging.ERROR, logger="gateway.sources.sparkplug"):
+        async with running(src, collector):
+            await until(lambda: src.stats.link is LinkState.UP and src._state_echoed, "online")
+            assert not [r for r in caplog.records if "another host application" in r.getMessage()]
+            async with aiomqtt.Client("127.0.0.1", broker.port) as other:
+                await other.publish(
+                    "spBv1.0/STATE/mw-test", b'{"online":true,"timestamp":2}', qos=1, retain=True
+                )
+            await until(
+                lambda: any("another host application" in r.getMessage() for r in caplog.records), "error"
+            )
