@@ -274,6 +274,19 @@ async def test_state_is_retained_online_then_offline(broker: Broker, collector: 
     assert offline == {"online": False, "timestamp": online["timestamp"]}
 
 
+async def take_over(port: int, client_id: str) -> None:
+    """Connect with the given client id over a bare socket (MQTT 3.1.1 CONNECT), read the CONNACK, close: the
+    broker ends the older connection with that id without a DISCONNECT, so it publishes that one's will."""
+    ident = client_id.encode()
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(ident).to_bytes(2, "big") + ident
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(bytes([0x10, len(body)]) + body)
+    await writer.drain()
+    assert (await asyncio.wait_for(reader.readexactly(4), SAFETY_TIMEOUT_S))[:2] == b"\x20\x02"  # CONNACK
+    writer.close()
+    await writer.wait_closed()
+
+
 async def test_will_says_offline_when_we_vanish(broker: Broker, collector: Collector) -> None:
     """The will, not our clean shutdown, carries the offline STATE: a second client with our id makes the
     broker drop our connection without a DISCONNECT and publish the will; then we come back online."""
@@ -290,8 +303,7 @@ async def test_will_says_offline_when_we_vanish(broker: Broker, collector: Colle
         watching = asyncio.create_task(watch())
         async with running(src, collector):
             await until(lambda: len(states) == 1, "online")
-            async with aiomqtt.Client("127.0.0.1", broker.port, identifier=src.client_id):
-                pass  # takes over the client id
+            await take_over(broker.port, src.client_id)
             await until(lambda: len(states) >= 3, "will, then online again")
         watching.cancel()
         with contextlib.suppress(asyncio.CancelledError):
