@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,9 @@ from pydantic import BaseModel, ValidationError
 from gateway.core.errors import Problem, RuleError
 from gateway.core.samples import Sample
 from gateway.engine import templates as tpl
-from gateway.engine.model import (
-    TRIGGER_KINDS,
-    WHEN_MODELS,
-    CounterWhen,
-    ExprWhen,
-    HoursExpr,
-    HoursWhen,
-    Rule,
-    SignalWhen,
-    SparePartModel,
-    StaleWhen,
-    TaskModel,
-)
+from gateway.engine.context import base_context
+from gateway.engine.model import Rule, SparePartModel, TaskModel
+from gateway.engine.triggers import TRIGGER_KINDS, WHEN_MODELS
 from gateway.yamlfile import YamlDoc, load_yaml
 
 Loc = tuple[str | int, ...]
@@ -166,10 +155,9 @@ def _model_at(parent: Loc, item: Any) -> type[BaseModel] | None:
         return SparePartModel
     when = item.get("when") if isinstance(item, dict) else None
     kind = next((k for k in TRIGGER_KINDS if isinstance(when, dict) and k in when), None)
-    if parent == ("when",) and kind:
-        return WHEN_MODELS[kind]
-    if parent == ("when", "hours"):
-        return HoursExpr
+    if parent[:1] == ("when",) and kind:
+        model = WHEN_MODELS[kind]
+        return model if parent == ("when",) else model.nested.get(tuple(str(p) for p in parent[1:]))
     return None
 
 
@@ -253,20 +241,6 @@ def _validation_problems(
 # ---------------------------------------------------------------- compilation
 
 
-def _probe_value(rule: Rule) -> Any:
-    when = rule.when
-    if isinstance(when, CounterWhen | HoursWhen):
-        return when.every
-    if isinstance(when, SignalWhen):
-        for v in (when.above, when.below, when.equals, when.in_[0] if when.in_ else None):
-            if v is not None:
-                return v
-        return 1 << (when.bit or 0)
-    if isinstance(when, ExprWhen):
-        return True
-    return 0.0
-
-
 def probe_context(
     rule: Rule, signals: Collection[str], roots: Collection[str], prefixes: Collection[str]
 ) -> dict[str, Any]:
@@ -277,44 +251,14 @@ def probe_context(
         values,
         roots,
         prefixes,
-        value=_probe_value(rule),
+        value=rule.when.probe_value(),
         signal=signal,
         fired_at=0.0,
-        threshold=_probe_value(rule),
+        threshold=rule.when.probe_value(),
         since=0.0,
         evidence=[],
         gateway="probe",
     )
-
-
-def base_context(
-    rule: Rule,
-    values: dict[str, Sample] | Any,
-    roots: Collection[str],
-    prefixes: Collection[str],
-    *,
-    value: Any,
-    signal: str,
-    fired_at: float,
-    threshold: Any,
-    since: float | None,
-    evidence: list[dict[str, Any]],
-    gateway: str,
-) -> dict[str, Any]:
-    """Everything a task template sees."""
-    ctx = tpl.signal_context(values, roots, prefixes)
-    ctx.update(
-        value=value,
-        signal=signal,
-        rule={"id": rule.id, "name": rule.title, "kind": rule.kind},
-        fired_at=datetime.fromtimestamp(fired_at, UTC),
-        threshold=threshold,
-        every=getattr(rule.when, "every", None),
-        since=None if since is None else datetime.fromtimestamp(since, UTC),
-        evidence=evidence,
-        gateway=gateway,
-    )
-    return ctx
 
 
 class _Collector:
@@ -391,9 +335,9 @@ def _compile(
     trigger_signals: list[str] = list(when.signals)
 
     expr: tpl.CompiledExpr | None = None
-    expr_source = when.expr if isinstance(when, ExprWhen | HoursWhen) else None
-    if expr_source is not None:
-        loc: Loc = ("when", "expr") if isinstance(when, ExprWhen) else ("when", "hours", "expr")
+    expression = when.expression()
+    if expression is not None:
+        expr_source, loc = expression[0], ("when", *expression[1])
         try:
             expr = tpl.compile_expr(expr_source, known)
         except (TemplateError, SyntaxError) as exc:
@@ -453,4 +397,4 @@ def _compile(
     )
 
 
-__all__ = ["CompiledRule", "RuleSet", "StaleWhen", "load_rules", "rule_files"]
+__all__ = ["CompiledRule", "RuleSet", "base_context", "load_rules", "rule_files"]

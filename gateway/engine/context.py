@@ -1,0 +1,43 @@
+"""What a task template sees when a rule fires (and, with probe values, when the loader checks it)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from gateway.core.samples import Sample
+from gateway.engine import templates as tpl
+
+if TYPE_CHECKING:
+    from gateway.engine.model import Rule
+
+
+def base_context(
+    rule: Rule,
+    values: dict[str, Sample] | Any,
+    roots: Collection[str],
+    prefixes: Collection[str],
+    *,
+    value: Any,
+    signal: str,
+    fired_at: float,
+    threshold: Any,
+    since: float | None,
+    evidence: list[dict[str, Any]],
+    gateway: str,
+) -> dict[str, Any]:
+    """Everything a task template sees."""
+    ctx = tpl.signal_context(values, roots, prefixes)
+    ctx.update(
+        value=value,
+        signal=signal,
+        rule={"id": rule.id, "name": rule.title, "kind": rule.kind},
+        fired_at=datetime.fromtimestamp(fired_at, UTC),
+        threshold=threshold,
+        every=getattr(rule.when, "every", None),
+        since=None if since is None else datetime.fromtimestamp(since, UTC),
+        evidence=evidence,
+        gateway=gateway,
+    )
+    return ctx

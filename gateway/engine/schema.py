@@ -1,0 +1,38 @@
+"""The value types shared by every part of the rule schema (triggers, task, rule): strict numbers, durations,
+signal names. Pydantic only; imports nothing of the engine."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from gateway.core.durations import parse_duration
+
+# A signal is named "source.signal"; the part after the first dot is free (MQTT topics, article codes).
+_SIGNAL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*\.\S+$")
+
+
+def _duration(value: object) -> float:
+    return parse_duration(value)
+
+
+def _signal_name(value: object) -> object:
+    if isinstance(value, str) and not _SIGNAL_NAME.match(value):
+        raise ValueError(f"signal names are written source.signal (e.g. press1.strokes), got {value!r}")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+SignalName = Annotated[str, BeforeValidator(_signal_name), Field(strict=True)]
+Number = Annotated[float, Field(strict=True)]  # accepts 85 and 85.5, rejects "85" and true
+Scalar = Annotated[bool, Field(strict=True)] | Annotated[int, Field(strict=True)] | Number | str
+RefId = Annotated[str, Field(strict=True, min_length=1)] | Annotated[int, Field(strict=True)]
+
+
+class Strict(BaseModel):
+    """Every model of a rule file: unknown keys are errors, instances are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)

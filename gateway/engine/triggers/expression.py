@@ -1,0 +1,41 @@
+"""Evaluating a rule's compiled expression (`expr` triggers, `hours: {expr: ...}`) against the last values."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gateway.core.firings import Evidence
+from gateway.core.samples import Quality, Sample
+from gateway.engine.triggers.base import evidence_of
+
+if TYPE_CHECKING:
+    from gateway.engine.loader import CompiledRule
+
+log = logging.getLogger("gateway.engine")
+
+GOOD = Quality.GOOD
+
+
+def evaluate_expr(
+    c: CompiledRule, values: Mapping[str, Sample], ctx: Mapping[str, Any] | None
+) -> bool | None:
+    """True/False, or None (unknown) when a referenced signal is missing or bad, or evaluation fails."""
+    assert c.expr is not None and ctx is not None
+    for name in c.expr.refs.signals:
+        sample = values.get(name)
+        if sample is None or sample.quality is not GOOD:
+            return None
+    try:
+        if c.expr.fast is not None:
+            return bool(c.expr.fast(values))
+        return bool(c.expr.evaluate(ctx))
+    except Exception as exc:  # a sandboxed expression may raise anything on odd values: unknown, not a crash
+        log.debug("rule %s: expression failed: %s", c.rule.id, exc)
+        return None
+
+
+def expr_evidence(c: CompiledRule, values: Mapping[str, Sample]) -> tuple[Evidence, ...]:
+    assert c.expr is not None
+    return tuple(evidence_of(values.get(name), name) for name in c.expr.refs.signals)
