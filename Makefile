@@ -16,7 +16,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $@
 
 $(TSTAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test,dev,sparkplug]'
+	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP) $@
 
 venv: $(STAMP)

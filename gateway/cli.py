@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="print the requests that would be sent; send nothing"
     )
+    p.add_argument(
+        "--start-at",
+        type=int,
+        default=1,
+        metavar="ROW",
+        help="send from this row on (1 = the first data row): resumes a run the report says stopped",
+    )
     p = sub.add_parser("browse", help="list what a server offers and print a ready signals: block")
     p.add_argument("url", help="mqtt://HOST:PORT (with --sparkplug)")
     p.add_argument(
@@ -134,7 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config = _config_or_exit(resolve_config_path(args.config))
             return asyncio.run(
-                cmd_bulk(config, args.operation, args.file, currency=args.currency, dry_run=args.dry_run)
+                cmd_bulk(
+                    config,
+                    args.operation,
+                    args.file,
+                    currency=args.currency,
+                    dry_run=args.dry_run,
+                    start_at=args.start_at,
+                )
             )
         if args.command == "reconcile":
             from gateway.reconcile import cmd_reconcile

@@ -404,10 +404,7 @@ class WebhookReceiver:
         self.mw_verifier = MWSignatureVerifier(
             secrets, template=http.signature_template, tolerance=http.signature_tolerance
         )
-        key = http.servicemobility_jwt_key
-        self.jwt_verifier = JWTVerifier(
-            key.get_secret_value() if key else None, algorithms=http.servicemobility_jwt_algorithms
-        )
+        self.jwt_verifier = JWTVerifier.from_http(http)
         self.on_sample = on_sample
         self.on_task_closed = on_task_closed
         if hold_after_commit is None and os.environ.get(HOLD_ENV):
