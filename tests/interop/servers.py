@@ -1,7 +1,7 @@
 """Independent servers on loopback for the interop tests: a libmodbus Modbus TCP server (C, built here from
 tests/interop/modbus_server.c against Debian's libmodbus-dev) and a node-opcua OPC UA server (JavaScript,
 tests/interop/opcua_server.js, node-opcua installed into tests/interop/node_modules by
-scripts/ensure-interop.sh, which `make test` runs)."""
+`make interop-deps`, which `make test` runs)."""
 
 from __future__ import annotations
 
@@ -97,10 +97,10 @@ async def libmodbus_server(port: int, *options: str) -> AsyncIterator[Process]:
 
 
 def node_opcua_ready() -> Path:
-    """The node-opcua package folder; a clear error when scripts/ensure-interop.sh was not run."""
+    """The node-opcua package folder; a clear error when `make interop-deps` was not run."""
     module = HERE / "node_modules" / "node-opcua"
     if not module.exists() or shutil.which("node") is None:
-        raise RuntimeError("node-opcua is not installed: run scripts/ensure-interop.sh (make test does)")
+        raise RuntimeError("node-opcua is not installed: run make interop-deps (make test does)")
     return module
 
 
