@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck unit rules-test bench torture clean venv deps-system
+.PHONY: demo test lint typecheck unit rules-test bench torture clean venv deps-system interop-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,17 @@ demo: $(STAMP)
 deps-system:
 	@bash scripts/ensure-system-deps.sh
 
+## npm packages of the interop tests (node-opcua's server, Eclipse Tahu's Sparkplug B client), pinned by
+## tests/interop/package-lock.json. The libmodbus server is compiled by the tests (libmodbus-dev: deps-system).
+INTEROP := tests/interop/node_modules/.installed
+$(INTEROP): tests/interop/package.json tests/interop/package-lock.json
+	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+interop-deps: deps-system $(INTEROP)
+
 ## Lint, type-check, the test suite, and the shipped rule tests.
-test: $(TSTAMP) deps-system lint typecheck unit rules-test
+test: $(TSTAMP) deps-system interop-deps lint typecheck unit rules-test
 
 lint: $(TSTAMP)
 	$(BIN)/ruff check gateway tests bench torture
@@ -51,8 +60,8 @@ bench: $(TSTAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## Fault campaigns (power cut, outage, links, input, disk).
-torture: $(TSTAMP) deps-system
+torture: $(TSTAMP) deps-system interop-deps
 	$(BIN)/python -m torture $(TORTURE_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis tests/interop/node_modules tests/interop/build

@@ -122,6 +122,8 @@ class ModbusSource(_Strict):
     poll: Annotated[float, Field(gt=0)] = 1.0
     timeout: Annotated[float, Field(gt=0)] = 3.0
     max_gap: int = Field(default=16, ge=0, le=124)  # registers (or bits) read through to join two reads
+    max_registers: int = Field(default=125, ge=1, le=125)  # registers per read request (the device's limit)
+    max_bits: int = Field(default=2000, ge=1, le=2000)  # coils / discrete inputs per read request
     word_order: Literal["big", "little"] = "big"  # default for every signal of this source
     byte_order: Literal["big", "little"] = "big"
     reconnect_delay: Annotated[float, Field(gt=0)] = 1.0  # first backoff delay (link and per unit)
@@ -136,6 +138,12 @@ class ModbusSource(_Strict):
     def _transport(self) -> ModbusSource:
         if (self.host is None) == (self.serial is None):
             raise ValueError("give either host: (Modbus TCP) or serial: (Modbus RTU, e.g. /dev/ttyUSB0)")
+        for key, sig in self.signals.items():
+            if sig.table in ("holding", "input") and sig.register_count > self.max_registers:
+                raise ValueError(
+                    f"signal {key}: {sig.register_count} registers do not fit in one read of at most "
+                    f"max_registers: {self.max_registers}"
+                )
         return self
 
 
@@ -173,6 +181,10 @@ class OpcuaSource(_Strict):
     reconnect_delay: float = 1.0  # first backoff delay before the first connection succeeded
     reconnect_max_delay: float = 30.0
     queue_size: int = Field(default=1, ge=1, le=10000)  # values the server keeps per item between publishes
+    keepalive: Annotated[float, Field(gt=0)] = (
+        5.0  # the subscription's keep-alive; unchanged values confirmed
+    )
+    namespaces: dict[str, str] = Field(default_factory=dict)  # browse-path alias -> namespace URI
     signals: dict[str, str | OpcuaSignal]
 
     _pi = field_validator(
@@ -181,8 +193,27 @@ class OpcuaSource(_Strict):
         "timeout",
         "reconnect_delay",
         "reconnect_max_delay",
+        "keepalive",
         mode="before",
     )(_duration)
+
+    @model_validator(mode="after")
+    def _browse_paths(self) -> OpcuaSource:
+        for alias in self.namespaces:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", alias):
+                raise ValueError(f"namespaces: {alias!r} is not a usable alias (a name such as press)")
+        for key, spec in self.signals.items():
+            if isinstance(spec, str) or spec.browse_path is None:
+                continue
+            for part in spec.browse_path.strip("/").split("/"):
+                prefix, colon, _ = part.partition(":")
+                if colon and not prefix.isdigit() and prefix not in self.namespaces:
+                    known = ", ".join(sorted(self.namespaces)) or "none"
+                    raise ValueError(
+                        f"signal {key}: {prefix!r} in {spec.browse_path!r} is neither a namespace index nor "
+                        f"an alias of namespaces: (known: {known})"
+                    )
+        return self
 
     @field_validator("url")
     @classmethod
@@ -203,6 +234,9 @@ class MqttSignal(_Strict):
     timestamp: str | None = None  # a dotted path to the sample's timestamp (ISO 8601 or Unix seconds/ms)
     type: Literal["number", "string", "bool"] = "number"
     qos: Literal[0, 1] | None = None
+    max_age: float | None = None  # a retained message whose timestamp is this recent counts as an observation
+
+    _max_age = field_validator("max_age", mode="before")(_duration)
 
 
 class MqttSource(_Strict):
@@ -220,11 +254,12 @@ class MqttSource(_Strict):
     timeout: float = 10.0
     reconnect_delay: float = 1.0
     reconnect_max_delay: float = 30.0
+    max_age: float | None = None  # default of the signals' max_age (retained messages)
     signals: dict[str, str | MqttSignal]
 
-    _ka = field_validator("keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", mode="before")(
-        _duration
-    )
+    _ka = field_validator(
+        "keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", "max_age", mode="before"
+    )(_duration)
 
     @model_validator(mode="after")
     def _topics(self) -> MqttSource:
@@ -255,4 +290,85 @@ class MqttSource(_Strict):
         return value
 
 
-SourceConfig = Annotated[ModbusSource | OpcuaSource | MqttSource, Field(discriminator="protocol")]
+# ---------------------------------------------------------------- Sparkplug B
+
+_TOPIC_LEVEL = re.compile(r"^[^/+#]+$")
+
+
+def _level(what: str, value: str) -> str:
+    if not _TOPIC_LEVEL.match(value):
+        raise ValueError(f"{what} {value!r} must be one MQTT topic level: not empty, no '/', '+' or '#'")
+    return value
+
+
+class SparkplugSignal(_Strict):
+    """One metric of an edge node (device: absent) or of one of its devices, by the name in its birth."""
+
+    node: str  # the edge node id
+    device: str | None = None  # the device id; absent for a node-level metric
+    metric: str  # the metric name as in the NBIRTH/DBIRTH, e.g. Counters/Strokes
+
+    @field_validator("node", "device")
+    @classmethod
+    def _ids(cls, value: str | None) -> str | None:
+        return None if value is None else _level("an edge node or device id", value)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if not value:
+            raise ValueError("metric: give the metric name as in the birth, e.g. Counters/Strokes")
+        return value
+
+
+class SparkplugSource(_Strict):
+    """A Sparkplug B host application (Sparkplug 3.0) on one MQTT broker; connection options as for mqtt."""
+
+    protocol: Literal["sparkplug"]
+    url: str  # mqtt://host:1883 or mqtts://host:8883
+    group: str  # the Sparkplug group id
+    host_id: str  # our STATE host id (spBv1.0/STATE/<host_id>); never a SCADA host's
+    rebirth: bool = False  # request a rebirth (NCMD Node Control/Rebirth) on a seq gap or an unknown alias
+    rebirth_interval: Annotated[float, Field(gt=0)] = 30.0  # at most one rebirth request per node per this
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca: str | None = None
+    certificate: str | None = None
+    private_key: str | None = None
+    keepalive: float = 30.0
+    timeout: float = 10.0
+    reconnect_delay: float = 1.0
+    reconnect_max_delay: float = 30.0
+    signals: dict[str, SparkplugSignal]
+
+    _ka = field_validator(
+        "keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", "rebirth_interval", mode="before"
+    )(_duration)
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        return _level("group", value)
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "host_id must name this gateway's own Sparkplug host application, different from every SCADA "
+                "host's: edge nodes that follow a primary host go offline when that host's STATE says offline"
+            )
+        return _level("host_id", value)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not (value.startswith("mqtt://") or value.startswith("mqtts://")):
+            raise ValueError("a Sparkplug url starts with mqtt:// or mqtts://, e.g. mqtt://localhost:1883")
+        return value
+
+
+SourceConfig = Annotated[
+    ModbusSource | OpcuaSource | MqttSource | SparkplugSource, Field(discriminator="protocol")
+]
