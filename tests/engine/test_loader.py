@@ -68,7 +68,8 @@ def test_every_problem_is_reported_at_once_with_its_position(tmp_path: Path) -> 
         f"{f}:6:42: unknown key 'duartion'; did you mean 'duration'?",
         f"{f}:8:18: unknown signal 'pump7.tmp'; did you mean 'pump7.temp'?",
         f"{f}:9:23: unknown name 'valeu' in the description: templates see coverage, every, evidence, "
-        "fired_at, gateway, rule, signal, signals, since, threshold, value, window and signals as source.signal",
+        "fired_at, gateway, rule, signal, signals, since, threshold, value, window and signals as "
+        "source.signal",
     ]
 
 
