@@ -72,7 +72,7 @@ class CountRuntime(RuleRuntime):
     The key is the rule id + the time the count reached at_least. Persisted: phase, since, last, the edges.
     """
 
-    __slots__ = ("at_least", "edges", "last", "mask", "phase", "signal", "since", "win")
+    __slots__ = ("at_least", "edges", "evaluated", "last", "mask", "phase", "signal", "since", "win")
 
     needs_tick = True
 
@@ -88,6 +88,7 @@ class CountRuntime(RuleRuntime):
         self.last: bool | None = None  # the last good value (of the bit)
         self.phase = Phase.IDLE
         self.since: float | None = None
+        self.evaluated: float | None = None  # a tick at the time of the last evaluation changes nothing
 
     def truth(self, sample: Sample) -> bool | None:
         if sample.quality is not GOOD:
@@ -115,9 +116,13 @@ class CountRuntime(RuleRuntime):
             if b is not self.last:
                 self.last = b
                 self.host.dirty.add(self.id)
+        self.evaluated = now
         return self.evaluate(now, sample)
 
     def on_tick(self, now: float) -> Firings:
+        if now == self.evaluated:
+            return None
+        self.evaluated = now
         return self.evaluate(now, None)
 
     def evaluate(self, now: float, sample: Sample | None) -> Firings:

@@ -61,6 +61,7 @@ class Segments:
         "open_value",
         "seen",
         "slot",
+        "tiny",
         "track_hi",
         "track_lo",
         "window",
@@ -69,6 +70,7 @@ class Segments:
     def __init__(self, window: float, *, track_lo: bool = False, track_hi: bool = False) -> None:
         self.window = window
         self.slot = window / DENSE_CELLS
+        self.tiny = _EPS * max(1.0, window)  # good time under this is none (float noise)
         self.cells: deque[list[float]] = deque()
         self.integral = 0.0  # over the whole cells in the deque
         self.covered = 0.0
@@ -80,19 +82,21 @@ class Segments:
         self.open_start: float | None = None  # the good value holding now: since when, what, its sample time
         self.open_value: float = 0.0
         self.open_ts: float = 0.0
-        self.seen: float | None = None  # the last `now` seen
+        self.seen = -math.inf  # the last `now` seen
 
     # ------------------------------------------------------------ recording
 
     def clamp(self, now: float) -> float:
-        seen = self.seen
-        if seen is not None and now < seen:
-            return seen
+        if now < self.seen:
+            return self.seen
         self.seen = now
         return now
 
     def good(self, now: float, value: float, ts: float) -> None:
-        now = self.clamp(now)
+        if now < self.seen:
+            now = self.seen
+        else:
+            self.seen = now
         start = self.open_start
         if start is not None:
             if value == self.open_value:
@@ -118,26 +122,27 @@ class Segments:
 
     def _add(self, start: float, end: float, value: float) -> None:
         cells = self.cells
-        if cells and len(cells) >= DENSE_CELLS:
+        if len(cells) >= DENSE_CELLS:
             last = cells[-1]
             slot = self.slot
-            n = math.floor(last[START] / slot)
-            if math.floor(start / slot) == n:
+            n = last[START] // slot
+            if start // slot == n:  # merge into the last cell, up to its slot's end
                 slot_end = (n + 1) * slot
-                cut = min(end, slot_end)
-                if cut > last[END] or cut > start:
-                    dt = cut - start
-                    last[END] = max(last[END], cut)
-                    last[INTEGRAL] += value * dt
-                    last[COVERED] += dt
-                    self.integral += value * dt
-                    self.covered += dt
-                    last[LAST] = value
-                    last[MERGED] = 1.0
-                    if value < last[LO]:
-                        last[LO] = value
-                    if value > last[HI]:
-                        last[HI] = value
+                cut = end if end < slot_end else slot_end
+                dt = cut - start
+                if cut > last[END]:
+                    last[END] = cut
+                last[INTEGRAL] += value * dt
+                last[COVERED] += dt
+                self.integral += value * dt
+                self.covered += dt
+                last[LAST] = value
+                last[MERGED] = 1.0
+                if value < last[LO]:
+                    last[LO] = value
+                if value > last[HI]:
+                    last[HI] = value
+                if self.track_lo or self.track_hi:
                     self._push_extremes(last, replace=True)
                 if end <= slot_end:
                     return
@@ -147,7 +152,8 @@ class Segments:
         cells.append(cell)
         self.integral += value * dt
         self.covered += dt
-        self._push_extremes(cell, replace=False)
+        if self.track_lo or self.track_hi:
+            self._push_extremes(cell, replace=False)
 
     def _push_extremes(self, cell: list[float], *, replace: bool) -> None:
         if self.track_lo:
@@ -173,6 +179,8 @@ class Segments:
         """Drop the cells wholly before the window; returns the window's start."""
         edge = now - self.window
         cells = self.cells
+        if not cells or cells[0][END] > edge:
+            return edge  # nothing to expire (the min / max deques hold cells of the deque: nothing there)
         while cells and cells[0][END] <= edge:
             cell = cells.popleft()
             self.integral -= cell[INTEGRAL]
@@ -192,13 +200,19 @@ class Segments:
                 hi.popleft()
         return edge
 
-    def aggregate(self, now: float) -> tuple[float | None, float]:
-        """(time-weighted mean or None when no good time, good time in the window) at `now`."""
-        now = self.clamp(now)
-        edge = self.expire(now)
+    def aggregate(self, now: float, function: str = "avg") -> tuple[float | None, float]:
+        """(the time-weighted mean, or with `function` "min" / "max" the extreme; None when there is no good
+        time in the window, good time in the window) at `now`."""
+        if now < self.seen:
+            now = self.seen
+        else:
+            self.seen = now
+        edge = now - self.window
+        cells = self.cells
+        if cells and cells[0][END] <= edge:
+            self.expire(now)
         integral = self.integral
         covered = self.covered
-        cells = self.cells
         if cells:
             first = cells[0]
             if first[START] < edge:
@@ -216,28 +230,34 @@ class Segments:
             if dt > 0:
                 integral += self.open_value * dt
                 covered += dt
-        if covered <= _EPS * max(1.0, self.window):
+        if covered <= self.tiny:
             return None, max(covered, 0.0)
-        return integral / covered, covered
+        if function == "avg":
+            return integral / covered, covered
+        return self._extreme(function == "min"), covered
 
     def coverage(self, now: float) -> float:
         return self.aggregate(now)[1] / self.window
 
     def minimum(self, now: float) -> float | None:
         """The lowest good value that held at some time in `[now - W, now]` (the value holding now counts)."""
-        now = self.clamp(now)
-        self.expire(now)
-        best = self.lo[0][LO] if self.lo else None
-        if self.open_start is not None and (best is None or self.open_value < best):
-            best = self.open_value
-        return best
+        self.expire(self.clamp(now))
+        return self._extreme(True)
 
     def maximum(self, now: float) -> float | None:
-        now = self.clamp(now)
-        self.expire(now)
-        best = self.hi[0][HI] if self.hi else None
-        if self.open_start is not None and (best is None or self.open_value > best):
-            best = self.open_value
+        self.expire(self.clamp(now))
+        return self._extreme(False)
+
+    def _extreme(self, low: bool) -> float | None:
+        """min (low) or max over the window, once expired."""
+        if low:
+            best = self.lo[0][LO] if self.lo else None
+            if self.open_start is not None and (best is None or self.open_value < best):
+                best = self.open_value
+        else:
+            best = self.hi[0][HI] if self.hi else None
+            if self.open_start is not None and (best is None or self.open_value > best):
+                best = self.open_value
         return best
 
     def current(self) -> float | None:
@@ -267,7 +287,7 @@ class Segments:
         return {
             "cells": [list(c) for c in self.cells],
             "open": None if self.open_start is None else [self.open_start, self.open_value, self.open_ts],
-            "seen": self.seen,
+            "seen": None if self.seen == -math.inf else self.seen,
         }
 
     def restore(self, state: dict[str, Any], current: tuple[float, float] | None) -> None:
@@ -276,7 +296,7 @@ class Segments:
         in a reload) shows that same sample still holds."""
         cells = _cells(state.get("cells") or [])
         seen = state.get("seen")
-        self.seen = None if seen is None else float(seen)
+        self.seen = -math.inf if seen is None else float(seen)
         self.cells = deque(cells)
         self.integral = math.fsum(c[INTEGRAL] for c in cells)
         self.covered = math.fsum(c[COVERED] for c in cells)
@@ -290,7 +310,7 @@ class Segments:
             start, value, ts = float(opened[0]), _number(opened[1]), float(opened[2])
             self.open_start, self.open_value, self.open_ts = start, value, ts
             if current is None or current != (ts, value):
-                if self.seen is None:
+                if self.seen == -math.inf:
                     raise ValueError("an open value without a time seen")
                 self.close(self.seen)
 

@@ -172,7 +172,7 @@ class WindowedRuntime(LatchedRuntime):
     re-arm) while the value cannot be computed. Persisted: phase, since, and the window (`window`), whose
     value then holding is cut at the last time seen: the gateway's downtime is a hole."""
 
-    __slots__ = ("cond", "reset", "seg", "shown", "signal", "win")
+    __slots__ = ("above", "cond", "evaluated", "limit", "reset", "seg", "shown", "signal", "win")
 
     def __init__(self, compiled: CompiledRule, host: Host, seg: Segments) -> None:
         when = compiled.rule.when
@@ -183,33 +183,53 @@ class WindowedRuntime(LatchedRuntime):
         self.cond: Callable[[float], bool]
         self.reset: Callable[[float], bool]
         self.cond, self.reset = comparisons(when)
+        self.above: bool = when.above is not None
+        self.limit: float = when.threshold
         self.seg: Segments = seg
         self.win: float = seg.window
         self.shown: float | None = None  # the value at the last evaluation
+        # The time of the last evaluation: a tick at that same time, with no sample since, would find the
+        # same window and the same answer (a rule test's tick after its step's samples; a batch then a tick).
+        self.evaluated: float | None = None
 
     def measure(self, now: float) -> float | None:
         raise NotImplementedError
 
-    def on_sample(self, sample: Sample, now: float) -> Firings:
-        v = good_number(sample)
-        if v is None:
-            self.seg.bad(now)
+    def record(self, sample: Sample, now: float) -> None:
+        v = sample.value
+        if sample.quality is GOOD and (type(v) is float or type(v) is int) and v == v:
+            self.seg.good(now, v, sample.ts)  # type: ignore[arg-type]
         else:
-            self.seg.good(now, v, sample.ts)
+            number = good_number(sample)
+            if number is None:
+                self.seg.bad(now)
+            else:
+                self.seg.good(now, number, sample.ts)
         self.host.dirty.add(self.id)
+        self.evaluated = now
+
+    def on_sample(self, sample: Sample, now: float) -> Firings:
+        self.record(sample, now)
         return self.evaluate(now)
 
     def on_tick(self, now: float) -> Firings:
+        if now == self.evaluated:
+            return None
+        self.evaluated = now
         self.host.dirty.add(self.id)
         return self.evaluate(now)
 
     def evaluate(self, now: float) -> Firings:
-        v = self.shown = self.measure(now)
+        return self.decide(self.measure(now), now)
+
+    def decide(self, v: float | None, now: float) -> Firings:
+        """One evaluation of the latched condition on the windowed value `v` (None: unknown)."""
+        self.shown = v
         if v is None:
             return self.step(None, False, now) if self.phase is Phase.PENDING else None
-        cond = self.cond(v)
+        cond = v > self.limit if self.above else v < self.limit
         if not cond and self.phase is Phase.IDLE:
-            return None
+            return None  # the common case, without a call
         return self.step(cond, self.reset(v) if self.phase is Phase.FIRING else not cond, now)
 
     def evidence(self) -> tuple[Evidence, ...]:
@@ -251,6 +271,9 @@ class WindowedRuntime(LatchedRuntime):
         }
 
 
+_IDLE = Phase.IDLE
+
+
 class AggregateRuntime(WindowedRuntime):
     """avg / min / max over `[now - W, now]`, unknown while good data covers less than `coverage` of W."""
 
@@ -266,15 +289,36 @@ class AggregateRuntime(WindowedRuntime):
         self.covered: float = 0.0
 
     def measure(self, now: float) -> float | None:
-        seg = self.seg
-        mean, covered = seg.aggregate(now)
+        value, covered = self.seg.aggregate(now, self.function)
         self.covered = covered
-        if covered < self.needed or mean is None:
+        return None if covered < self.needed else value
+
+    def evaluate(self, now: float) -> Firings:
+        value, covered = self.seg.aggregate(now, self.function)
+        self.covered = covered
+        return self.decide(None if covered < self.needed else value, now)
+
+    def on_sample(self, sample: Sample, now: float) -> Firings:
+        # WindowedRuntime.on_sample with the common case inlined: a good number, armed, condition false.
+        v = sample.value
+        seg = self.seg
+        if sample.quality is GOOD and (type(v) is float or type(v) is int) and v == v:
+            seg.good(now, v, sample.ts)  # type: ignore[arg-type]
+            self.host.dirty.add(self.id)
+            self.evaluated = now
+        else:
+            self.record(sample, now)
+        value, covered = seg.aggregate(now, self.function)
+        self.covered = covered
+        if (
+            value is not None
+            and covered >= self.needed
+            and self.phase is _IDLE
+            and not (value > self.limit if self.above else value < self.limit)
+        ):
+            self.shown = value
             return None
-        fn = self.function
-        if fn == "avg":
-            return mean
-        return seg.minimum(now) if fn == "min" else seg.maximum(now)
+        return self.decide(None if covered < self.needed else value, now)
 
     def template_extra(self) -> dict[str, Any] | None:
         return {"window": seconds(self.win), "coverage": round(self.covered / self.win, 6)}
