@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.app import load_all
+from gateway.runtime.reload import load_all
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "mw-gateway.service"
