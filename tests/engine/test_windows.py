@@ -370,3 +370,15 @@ def test_templates_referring_to_window_and_coverage_pass_the_load_check(tmp_path
 def test_a_bad_sample_of_an_unknown_signal_is_routed_nowhere(tmp_path: Path) -> None:
     eng = engine(tmp_path, AVG)
     assert eng.process(bad("pump7.other", T0), T0) == []
+
+
+def test_the_status_page_line_of_windowed_rules(tmp_path: Path) -> None:
+    from gateway.web.page import progress_text
+
+    eng = engine(tmp_path, AVG + COUNT)
+    feed(eng, "pump7.vibration", [3, 3, 3, 3, 3, 6, 6])
+    feed(eng, "press1.jam", [False, True, False, True], start=T0 + 360)
+    status = {r["id"]: r for r in eng.rule_status(T0 + 540)}
+    # over [4m, 9m]: 1 minute of 3, 4 of 6 (the value holding since 5m)
+    assert progress_text(status["vib"]["progress"]) == "5.40 / 4 avg over 5m (100% covered)"
+    assert progress_text(status["jams"]["progress"]) == "2 / 3 events in 10m"

@@ -256,7 +256,8 @@ class WindowedRuntime(LatchedRuntime):
         return same
 
     def window_status(self, now: float) -> dict[str, Any]:
-        return {"window": seconds(self.win), "value": self.measure(now)}
+        self.shown = self.measure(now)  # what progress() shows next
+        return {"window": seconds(self.win), "value": self.shown}
 
     def phase_status(self, now: float) -> dict[str, Any]:
         out = super().phase_status(now)
