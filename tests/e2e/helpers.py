@@ -98,7 +98,7 @@ class GatewayProcess:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.output}")
                 try:
-                    await client.get(f"http://127.0.0.1:{self.http_port}/api/status", timeout=1.0)
+                    await client.get(f"http://127.0.0.1:{self.http_port}/api/status", timeout=5.0)
                     return
                 except httpx.HTTPError:
                     await asyncio.sleep(0.1)
