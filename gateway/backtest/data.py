@@ -293,7 +293,7 @@ def _arrow_chunks(path: Path, relevant: Collection[str], window: _Window, progre
 
         def on_invalid(row: Any) -> str:
             if not invalid:
-                where = row.number if row.number is not None and row.number >= 0 else "?"
+                where = row.number if row.number is not None and row.number >= 0 else "?"  # needs use_threads=False
                 invalid.append(
                     f"{path}:{where}: {row.actual_columns} columns, the header has {row.expected_columns}"
                 )
@@ -302,7 +302,7 @@ def _arrow_chunks(path: Path, relevant: Collection[str], window: _Window, progre
         stream = open(path, "rb")  # noqa: SIM115 (closed below)
         reader = pcsv.open_csv(
             stream,
-            read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding="utf-8"),
+            read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES, encoding="utf-8", use_threads=False),
             parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pcsv.ConvertOptions(
                 column_types={h: pa.string() for h in header},
