@@ -166,7 +166,10 @@ def write_table(result: Result, out: TextIO) -> None:
 def _table(head: list[str], rows: list[list[str]], out: TextIO) -> None:
     widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
     for row in [head, *rows]:
-        cells = [c.ljust(w) if i == 0 or not c[:1].isdigit() else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            c.ljust(w) if i == 0 or not c[:1].isdigit() else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         print("  ".join(cells).rstrip(), file=out)
 
 

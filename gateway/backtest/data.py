@@ -43,19 +43,15 @@ class DataError(Exception):
 
 
 def parse_value(text: str) -> Value:
-    """'42' -> 42, '4.5' -> 4.5, 'true' -> True, anything else: the string itself."""
-    if _INT.fullmatch(text):
-        return int(text)
-    low = text.lower()
-    if low == "true":
-        return True
-    if low == "false":
-        return False
+    """'42' -> 42, '4.5' -> 4.5, 'true' -> True, anything else: the string itself (NaN/inf too)."""
     try:
         out = float(text)
     except ValueError:
-        return text
-    return text if math.isnan(out) or math.isinf(out) else out
+        low = text.lower()
+        return True if low == "true" else False if low == "false" else text
+    if out.is_integer() and _INT.fullmatch(text):
+        return int(text)
+    return out if math.isfinite(out) else text
 
 
 def parse_time(text: str) -> float:
@@ -124,7 +120,7 @@ def _header(path: Path) -> list[str]:
 
 
 def _open_text(path: Path) -> TextIO:
-    return open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 (closed by the caller)
+    return open(path, newline="", encoding="utf-8-sig")
 
 
 def layout(header: list[str], path: Path) -> str:
@@ -273,7 +269,9 @@ def _arrow_times(col: Any, path: Path, base_line: int) -> Any:
     return pa.array(out_list, pa.float64())
 
 
-def _arrow_chunks(path: Path, relevant: Collection[str], window: _Window, progress: Progress) -> Iterator[Chunk]:
+def _arrow_chunks(
+    path: Path, relevant: Collection[str], window: _Window, progress: Progress
+) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -293,7 +291,9 @@ def _arrow_chunks(path: Path, relevant: Collection[str], window: _Window, progre
 
         def on_invalid(row: Any) -> str:
             if not invalid:
-                where = row.number if row.number is not None and row.number >= 0 else "?"  # needs use_threads=False
+                where = (
+                    row.number if row.number is not None and row.number >= 0 else "?"
+                )  # needs use_threads=False
                 invalid.append(
                     f"{path}:{where}: {row.actual_columns} columns, the header has {row.expected_columns}"
                 )
@@ -364,7 +364,11 @@ def _strs(col: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    return col if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) else pc.cast(col, pa.string())
+    return (
+        col
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+        else pc.cast(col, pa.string())
+    )
 
 
 def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, path: Path, base: int) -> Chunk:
@@ -398,7 +402,11 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
         cur_t = math.nan
         cur: list[Sample] = []
         for t, s, v, g in zip(
-            mine["t"].to_pylist(), mine["s"].to_pylist(), mine["v"].to_pylist(), mine["g"].to_pylist(), strict=True
+            mine["t"].to_pylist(),
+            mine["s"].to_pylist(),
+            mine["v"].to_pylist(),
+            mine["g"].to_pylist(),
+            strict=True,
         ):
             if t != cur_t:
                 cur = []
@@ -480,6 +488,7 @@ def _wide_chunk(
             groups[-1][1].extend(row)
         else:
             groups.append((t, row))
+
     def present(col: Any) -> Any:
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             return pc.and_(pc.is_valid(col), pc.not_equal(col, ""))

@@ -61,7 +61,10 @@ RANDOM_RULES = """
   task: {equipment: 1, description: "hot {{ value }}", assignees: [1]}
 - id: cold
   when: {signal: m.temp, below: 10}
-  task: {equipment: 1, description: "cold {{ value }} at {{ signals['m.count'] }}, level {{ plant.level }}", assignees: [1]}
+  task:
+    equipment: 1
+    description: "cold {{ value }} at {{ signals['m.count'] }}, level {{ plant.level }}"
+    assignees: [1]
 - id: strokes
   when: {counter: m.count, every: 25}
   task: {equipment: 1, description: "strokes {{ value | int }}", assignees: [1]}

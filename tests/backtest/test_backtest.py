@@ -77,7 +77,16 @@ def test_json_shape_suppression_and_template_values(rules, tmp_path, capsys, rea
 def test_assume_open_overrides_the_duration(rules, tmp_path, capsys, reader):
     data = _long(tmp_path, _hot_episodes(4))
     code, out, _ = _run(
-        capsys, str(rules), "--data", str(data), "--format", "json", "--assume-open", "30m", "--reader", reader
+        capsys,
+        str(rules),
+        "--data",
+        str(data),
+        "--format",
+        "json",
+        "--assume-open",
+        "30m",
+        "--reader",
+        reader,
     )
     assert code == 0
     assert json.loads(out)["rules"][0]["suppressed"] == 0
@@ -123,8 +132,16 @@ def test_wide_csv_iso_offsets_and_window(rules, tmp_path, capsys, reader):
     )
     assert json.loads(out)["rules"][0]["firings"] == 0
     code, out, _ = _run(
-        capsys, str(rules), "--data", str(data), "--format", "json", "--from", "2026-02-01T00:45:00Z",
-        "--reader", reader,
+        capsys,
+        str(rules),
+        "--data",
+        str(data),
+        "--format",
+        "json",
+        "--from",
+        "2026-02-01T00:45:00Z",
+        "--reader",
+        reader,
     )
     assert json.loads(out)["rules"][0]["first"] == "2026-02-01T01:00:00Z"
 
