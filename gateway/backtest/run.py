@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.backtest.data import FileStream, merged, open_streams
+from gateway.cmms.schema import PLAN_QUOTAS
 from gateway.core.firings import Firing, Priority
 from gateway.core.samples import Sample
 from gateway.engine.engine import Engine
@@ -36,7 +37,8 @@ from gateway.engine.loader import RuleSet
 from gateway.runtime.quota import month_key, zone
 from gateway.store.outbox import equipment_key
 
-PLAN_QUOTAS = {"starter": 100, "premium": 500, "ultimate": 50_000}
+__all__ = ["PLAN_QUOTAS", "Backtest", "Result", "run_backtest"]
+
 RESERVE_RATIO = 0.1  # the part of the monthly quota kept for high-priority tasks (as `run`'s default)
 
 
