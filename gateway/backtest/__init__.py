@@ -37,7 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument(
-        "--tick", default="1s", metavar="DURATION", help="tick cadence between samples (default 1s, as run)"
+        "--tick",
+        metavar="DURATION",
+        help="also tick every DURATION between the data's times (--tick 1s: as `run`); default: a tick at "
+        "every time of the data, as `mw-gateway test` at every step",
     )
     p.add_argument("--timezone", default="UTC", help="months are counted in this timezone (default UTC)")
     p.add_argument(
@@ -54,14 +57,14 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
     try:
         start = None if args.start is None else parse_when(args.start)
         end = None if args.end is None else parse_when(args.end)
-        tick = parse_duration(args.tick)
+        tick = None if args.tick is None else parse_duration(args.tick)
         assume_open = None if args.assume_open is None else parse_duration(args.assume_open)
     except ValueError as exc:
         print(f"backtest: {exc}", file=err)
         return 2
     if args.end is not None and len(args.end) == 10 and end is not None:
         end += 86400 - 1e-6  # --to 2026-01-31: the whole day
-    if tick <= 0:
+    if tick is not None and tick <= 0:
         print("backtest: --tick must be positive", file=err)
         return 2
     if args.quota is not None and args.quota < 0:

@@ -98,7 +98,7 @@ def make_sample(signal: str, value: Any, ts: float, good: bool) -> Sample | None
 class Chunk:
     """A block of rows of one file, in time order."""
 
-    groups: list[tuple[float, list[Sample]]]  # the relevant samples, grouped by time, in order
+    groups: list[tuple[float, list[Sample]]]  # every time of the chunk with its relevant samples, in order
     first: float  # time range of every row of the chunk (inf/-inf when the chunk is empty)
     last: float
     rows: int
@@ -194,14 +194,14 @@ def _py_chunks(path: Path, relevant: Collection[str], window: _Window) -> Iterat
                         cells = [(name, "bad")]
                 else:
                     cells = [(h, c.strip()) for h, c in zip(header[1:], row[1:], strict=True) if c.strip()]
+                if not groups or groups[-1][0] != t:
+                    groups.append((t, []))
                 for name, text in cells:
                     signals.add(name)
                     sample = make_sample(name, text or "bad", t, True)
                     assert sample is not None
                     samples += 1
                     if name in relevant:
-                        if not groups or groups[-1][0] != t:
-                            groups.append((t, []))
                         groups[-1][1].append(sample)
                     else:
                         other.append(sample)
@@ -398,6 +398,7 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
     mine = table.filter(mask)
     other = table.filter(pc.invert(mask))
     groups: list[tuple[float, list[Sample]]] = []
+    by_time: dict[float, list[Sample]] = {}
     if mine.num_rows:
         cur_t = math.nan
         cur: list[Sample] = []
@@ -409,8 +410,7 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
             strict=True,
         ):
             if t != cur_t:
-                cur = []
-                groups.append((t, cur))
+                cur = by_time[t] = []
                 cur_t = t
             if not g:
                 cur.append(Sample(s, None, t, Quality.BAD, "bad quality in the data file"))
@@ -420,6 +420,10 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
                 cur.append(Sample(s, parse_value(v), t))
             else:
                 cur.append(make_sample(s, v, t, True) or Sample(s, None, t, Quality.BAD, "empty value"))
+    get = by_time.get
+    groups = [
+        (t, get(t) or []) for t in pc.unique(table["t"]).to_pylist()
+    ]  # a tick at every time of the data
     signals = set(pc.unique(table["s"]).to_pylist())
 
     def lookup(signal: str, t: float) -> Sample | None:
@@ -482,8 +486,6 @@ def _wide_chunk(
                 per_row[i].append(sample)
     groups: list[tuple[float, list[Sample]]] = []
     for t, row in zip(times, per_row, strict=True):
-        if not row:
-            continue
         if groups and groups[-1][0] == t:
             groups[-1][1].extend(row)
         else:
@@ -585,8 +587,8 @@ class FileStream:
     last: float = -math.inf
 
     def groups(self) -> Iterator[tuple[float, list[Sample]]]:
-        """The relevant samples grouped by time; first an empty group at the file's first row (the ticks
-        start with the data, not with the first sample of a rule's signal)."""
+        """The relevant samples grouped by time: one group for every time of the file (empty when no rule's
+        signal has a sample then): the engine ticks at each."""
         for chunk in self.chunks:
             self.rows += chunk.rows
             self.samples += chunk.samples
@@ -598,8 +600,6 @@ class FileStream:
                 continue
             if self.first == math.inf:
                 self.first = chunk.first
-                if not chunk.groups or chunk.groups[0][0] > chunk.first:
-                    yield chunk.first, []
             self.last = max(self.last, chunk.last)
             yield from chunk.groups
 

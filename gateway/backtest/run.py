@@ -1,13 +1,13 @@
 """`mw-gateway backtest`: the rule files through the real engine, on simulated time, over historical data.
 
-The timeline is the data's: at every time T, in order,
+The timeline is the data's: at every time T present in the data (any signal's row), in order,
   1. the tasks assumed closed by T are closed (`engine.task_closed`: `rearm: on_completion` sees them),
-  2. the samples of time T (every file merged) go through `engine.process_batch`,
+  2. the samples of time T of the rules' signals (every file merged) go through `engine.process_batch`,
   3. `engine.tick(T)` runs (`for` timers, running hours, stale signals, windows).
-Between samples, ticks continue every `tick` seconds (default 1 s, as `run` does) from the first sample's
-time, up to the last row of the data (or `--to`). A rule test is this same loop with `tick` = its interval,
-and with data on its interval grid the backtest and `mw-gateway test` agree firing for firing
-(tests/backtest/test_agreement.py proves it on random series).
+That is what `mw-gateway test` does at each step, so on the same data the two agree firing for firing
+(tests/backtest/test_agreement.py proves it on every rule test and on random series). `--tick 1s` adds a
+tick every second between the data's times, as `run` ticks: a `for: 90s` over one-minute data then matures
+at 90 s rather than at the next sample; it costs a tick per second of history (slow on sparse data).
 
 Each firing goes through the store's `while_open` rule: a firing of a `while_open: suppress` rule whose
 previous task for the same equipment is still open is suppressed; a task is open from its firing until
@@ -168,13 +168,13 @@ class Backtest:
         self,
         ruleset: RuleSet,
         *,
-        tick: float = 1.0,
+        tick: float | None = None,
         assume_open: float | None = None,
         quota: int | None = None,
         timezone: str = "UTC",
         keep_firings: bool = False,
     ) -> None:
-        if not tick > 0:
+        if tick is not None and not tick > 0:
             raise ValueError("tick must be positive")
         self.ruleset = ruleset
         self.tick = tick
@@ -241,7 +241,7 @@ class Backtest:
 
     # ------------------------------------------------------------ the loop
 
-    def _step(self, engine: Engine, t: float, samples: list[Sample]) -> None:
+    def _step(self, engine: Engine, t: float, samples: list[Sample], ticking: bool) -> None:
         closing = self._closing
         while closing and closing[0][0] <= t:
             at, _, rule_id = heapq.heappop(closing)
@@ -249,13 +249,14 @@ class Backtest:
         assert self.values is not None
         self.values.now = t
         fired = engine.process_batch(samples, t) if samples else []
-        fired += engine.tick(t)
+        if ticking:
+            fired += engine.tick(t)
         if fired:
             self._record(fired)
 
     def feed(self, engine: Engine, groups: Iterable[tuple[float, list[Sample]]]) -> None:
-        """Every group (time, samples) in time order, with grid ticks between (an empty group at the end
-        of the data makes the ticks run up to it)."""
+        """Every group (time, samples) in time order, a tick after each; with `tick`, also ticks every `tick`
+        seconds between them (the grid starts at the first group)."""
         step = self._step
         ticking = engine.needs_tick
         tick = self.tick
@@ -263,17 +264,17 @@ class Backtest:
         k0 = 0.0
         n = 0
         for t, samples in groups:
-            if nxt != nxt:  # the first sample: the grid starts here
-                k0, n, nxt = t, 0, t
-            if ticking:
+            if tick is not None and ticking:
+                if nxt != nxt:  # the first time: the grid starts here
+                    k0, n, nxt = t, 0, t
                 while nxt < t:
-                    step(engine, nxt, [])
+                    step(engine, nxt, [], True)
                     n += 1
                     nxt = k0 + n * tick
-            step(engine, t, samples)
-            if nxt <= t:
-                n = math.floor((t - k0) / tick) + 1
-                nxt = k0 + n * tick
+                if nxt <= t:
+                    n = math.floor((t - k0) / tick) + 1
+                    nxt = k0 + n * tick
+            step(engine, t, samples, ticking)
 
 
 def run_backtest(
@@ -282,7 +283,7 @@ def run_backtest(
     *,
     start: float | None = None,
     end: float | None = None,
-    tick: float = 1.0,
+    tick: float | None = None,
     assume_open: float | None = None,
     quota: int | None = None,
     timezone: str = "UTC",

@@ -86,13 +86,13 @@ def ruletest_firings(
 
 
 def backtest_firings(
-    spec: RuleTestFile, case: Case, base: Path, data: Path, *, reader: str
+    spec: RuleTestFile, case: Case, base: Path, data: Path, *, reader: str, tick: float | None = None
 ) -> list[tuple[str, float, str, str]]:
     ruleset = load_rules([(base / f).resolve() for f in spec.rule_files])
     result = run_backtest(
         ruleset,
         [data],
-        tick=case.interval or spec.interval,
+        tick=tick,
         assume_open=1e12,  # a rule test closes no task unless told (cases with events are not compared)
         reader=reader,
         keep_firings=True,

@@ -96,8 +96,11 @@ def _series(items):
     interval=st.sampled_from([30, 60, 90]),
     wide=st.booleans(),
     reader=st.sampled_from(["arrow", "csv"]),
+    grid=st.booleans(),
 )
-def test_random_series_agree(tmp_path_factory, monkeypatch, temp, count, run, level, interval, wide, reader):
+def test_random_series_agree(
+    tmp_path_factory, monkeypatch, temp, count, run, level, interval, wide, reader, grid
+):
     """plant.level is used by no trigger, only by a template: the backtest finds its value in the data when
     the template asks (it comes first in the input: the test feeds it before m.temp at each step)."""
     base = tmp_path_factory.mktemp("agree")
@@ -128,4 +131,6 @@ def test_random_series_agree(tmp_path_factory, monkeypatch, temp, count, run, le
     data = base / "data.csv"
     write_case(spec, case, data, wide=wide)
     expected = ruletest_firings(spec, case, base, monkeypatch)
-    assert backtest_firings(spec, case, base, data, reader=reader) == expected
+    # the default ticks at every time of the data; a --tick grid on the test's interval adds nothing
+    tick = interval if grid else None
+    assert backtest_firings(spec, case, base, data, reader=reader, tick=tick) == expected
