@@ -371,6 +371,30 @@ def _strs(col: Any) -> Any:
     )
 
 
+def _numbers(col: Any) -> list[Any] | None:
+    """A string column that is all finite numbers -> its values as parse_value gives them ('42' -> 42,
+    '4.5' -> 4.5), converted in C; None when anything else is in it (the caller parses value by value)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_string(col.type):
+        return None
+    try:
+        floats = pc.cast(col, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if col.null_count or not pc.all(pc.is_finite(floats)).as_py():
+        return None
+    is_int = pc.match_substring_regex(col, r"^[-+]?[0-9]+$")
+    if not pc.any(is_int).as_py():
+        return list(floats.to_pylist())
+    try:
+        ints = pc.cast(pc.if_else(is_int, col, pa.scalar("0")), pa.int64()).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None  # beyond int64: parse_value keeps Python's big ints
+    return [i if k else f for i, f, k in zip(ints, floats.to_pylist(), is_int.to_pylist(), strict=True)]
+
+
 def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, path: Path, base: int) -> Chunk:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -402,10 +426,11 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
     if mine.num_rows:
         cur_t = math.nan
         cur: list[Sample] = []
+        values = _numbers(mine["v"])
         for t, s, v, g in zip(
             mine["t"].to_pylist(),
             mine["s"].to_pylist(),
-            mine["v"].to_pylist(),
+            values if values is not None else mine["v"].to_pylist(),
             mine["g"].to_pylist(),
             strict=True,
         ):
@@ -414,6 +439,8 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
                 cur_t = t
             if not g:
                 cur.append(Sample(s, None, t, Quality.BAD, "bad quality in the data file"))
+            elif values is not None:
+                cur.append(Sample(s, v, t))
             elif v is None or v == "":
                 cur.append(Sample(s, None, t, Quality.BAD, "empty value"))
             elif type(v) is str:
