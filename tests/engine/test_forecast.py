@@ -1,4 +1,4 @@
-"""Forecasts of meter rules (issue 14.6): the next threshold and when, at the recent rate; none when stopped."""
+"""Forecasts of meter rules (issue 14.6): the next threshold and when, at the recent rate; none if stopped."""
 
 from __future__ import annotations
 
