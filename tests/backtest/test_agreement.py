@@ -1,7 +1,7 @@
 """Proof of honesty: `mw-gateway backtest` and `mw-gateway test` agree firing for firing on the same data.
 
 Every case of rules/tests/ (those without task events: a backtest closes tasks by --assume-open, not by
-events), and random series over rules of every trigger kind (hypothesis)."""
+events), and random series over rules of every trigger kind, windows included (hypothesis)."""
 
 from __future__ import annotations
 
@@ -77,6 +77,18 @@ RANDOM_RULES = """
 - id: quiet
   when: {stale: m.temp, for: 150s}
   task: {equipment: 1, description: "quiet", assignees: [1]}
+- id: warm-avg
+  when: {signal: m.temp, avg: 4m, above: 35, coverage: 0.5}
+  task: {equipment: 1, description: "avg {{ value | round(3) }}", assignees: [1]}
+- id: cool-max
+  when: {signal: m.temp, max: 3m, below: 20}
+  task: {equipment: 1, description: "max {{ value }}", assignees: [1]}
+- id: rising
+  when: {signal: m.temp, change: 2m, above: 20}
+  task: {equipment: 1, description: "change {{ value }}", assignees: [1]}
+- id: starts
+  when: {count: m.run, within: 5m, at_least: 2}
+  task: {equipment: 1, description: "starts {{ value }}", assignees: [1]}
 """
 
 _temp = st.one_of(st.integers(-5, 70), st.floats(-5, 70, allow_nan=False).map(lambda x: round(x, 2)))
