@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="run rule unit tests (rules/tests/*.yaml) in simulated time")
     p.add_argument("paths", nargs="+", metavar="PATH", help="test files, or rule folders holding tests/")
     p.add_argument("--run", metavar="REGEX", help="only tests whose name matches")
+    p = sub.add_parser(
+        "backtest", help="run rule files over historical data: how often would they have fired?"
+    )
+    from gateway.backtest import add_arguments as _backtest_arguments
+
+    _backtest_arguments(p)
     p = sub.add_parser("demo", help="simulated machines + a local Mobility Work simulator + the gateway")
     p.add_argument("--seconds", type=float, default=None, help="stop after N seconds (default: until Ctrl-C)")
     p.add_argument("--port", type=int, default=None, help="HTTP port of the gateway (default: a free one)")
@@ -135,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.engine.ruletest import run_rule_tests
 
             return run_rule_tests(args.paths, run=args.run)
+        if args.command == "backtest":
+            from gateway.backtest import main as backtest_main
+
+            return backtest_main(args)
         if args.command == "demo":
             from gateway.demo import run_demo
 
