@@ -86,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROW",
         help="send from this row on (1 = the first data row): resumes a run the report says stopped",
     )
+    p = sub.add_parser(
+        "probe", help="read every configured signal once and print raw value, value, quality and error"
+    )
+    _add_config(p)
+    p.add_argument("--source", metavar="NAME", help="only this source")
+    p.add_argument(
+        "--seconds", type=float, default=10.0, help="how long to wait for values (default 10; MQTT messages)"
+    )
+    p = sub.add_parser("schema", help="print the JSON Schema of gateway.yaml, rule files or rule tests")
+    p.add_argument("kind", choices=["config", "rules", "tests"])
     p = sub.add_parser("mw-sim", help="the Mobility Work API simulator on its own")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="simulator options (see mw-gateway mw-sim --help)")
     return parser
@@ -129,6 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     start_at=args.start_at,
                 )
             )
+        if args.command == "probe":
+            from gateway.tools.probe import cmd_probe
+
+            return cmd_probe(resolve_config_path(args.config), source=args.source, seconds=args.seconds)
+        if args.command == "schema":
+            from gateway.tools.schema import cmd_schema
+
+            return cmd_schema(args.kind)
         if args.command == "reconcile":
             from gateway.reconcile import cmd_reconcile
 
