@@ -94,11 +94,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seconds", type=float, default=10.0, help="how long to wait for values (default 10; MQTT messages)"
     )
+    p = sub.add_parser(
+        "browse",
+        help="list what an OPC UA server offers (a tree), or print a ready sources: block (--yaml)",
+        description="Walk an OPC UA server's address space. The password of --username is read from "
+        "$MW_OPCUA_PASSWORD.",
+    )
+    p.add_argument("url", help="opc.tcp://HOST:PORT[/PATH]")
+    p.add_argument("--root", metavar="NODE", help="start here (a node id; default: the Objects folder)")
+    p.add_argument("--depth", type=int, metavar="N", help="levels below the root (default: all)")
+    p.add_argument("--yaml", metavar="SOURCE", help="print a gateway.yaml sources: block for source SOURCE")
+    p.add_argument("--security", help="e.g. Basic256Sha256,SignAndEncrypt (as in gateway.yaml)")
+    p.add_argument("--certificate", help="client certificate (default: generated under ./state/opcua)")
+    p.add_argument("--private-key", help="the client certificate's private key")
+    p.add_argument("--server-certificate", help="the server's certificate, to trust")
+    p.add_argument("--username", help="user name (password from $MW_OPCUA_PASSWORD)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
+    p.add_argument(
+        "--max-references",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ask for at most N references per node and request (default: the server's choice)",
+    )
+    p.add_argument(
+        "--include-standard",
+        action="store_true",
+        help="also list namespace 0 below Objects (the Server object's diagnostics)",
+    )
     p = sub.add_parser("schema", help="print the JSON Schema of gateway.yaml, rule files or rule tests")
     p.add_argument("kind", choices=["config", "rules", "tests"])
     p = sub.add_parser("mw-sim", help="the Mobility Work API simulator on its own")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="simulator options (see mw-gateway mw-sim --help)")
     return parser
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    if args.url.startswith("opc.tcp://"):
+        from gateway.tools.browse import cmd_browse_opcua
+
+        options = {
+            "security": args.security,
+            "certificate": args.certificate,
+            "private_key": args.private_key,
+            "server_certificate": args.server_certificate,
+            "username": args.username,
+            "timeout": args.timeout,
+        }
+        return cmd_browse_opcua(
+            args.url,
+            root=args.root,
+            depth=args.depth,
+            yaml_source=args.yaml,
+            options=options,
+            max_references=args.max_references,
+            include_standard=args.include_standard,
+        )
+    print("browse: give opc.tcp://HOST:PORT", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.tools.probe import cmd_probe
 
             return cmd_probe(resolve_config_path(args.config), source=args.source, seconds=args.seconds)
+        if args.command == "browse":
+            return cmd_browse(args)
         if args.command == "schema":
             from gateway.tools.schema import cmd_schema
 

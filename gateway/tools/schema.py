@@ -14,7 +14,6 @@ checks that need the whole configuration (unknown signals, duplicate rule ids...
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from pydantic import TypeAdapter
