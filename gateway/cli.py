@@ -257,6 +257,8 @@ def cmd_check(path: Path) -> int:
             rule_count = len(ruleset.rules)
         except ProblemsError as exc:
             problems.extend(exc.problems)
+        problems.extend(_lint(rules_dir, signals, config))
+    problems = list(dict.fromkeys(problems))  # the same problem found by the loader and the lint pass
     for problem in sorted(problems, key=lambda p: (p.file, p.line, p.col)):
         print(problem)
     if problems:
@@ -265,6 +267,15 @@ def cmd_check(path: Path) -> int:
     assert config is not None
     print(f"{path}: OK ({len(config.sources)} sources, {rule_count} rules, CMMS {config.cmms.kind})")
     return 0
+
+
+def _lint(rules_dir: Path, signals: Any, config: Config | None) -> list[Problem]:
+    """What the loader leaves for a second round (a rule's other problems behind its schema errors) and
+    what it does not check (empty assignees, comparisons the declared types make impossible)."""
+    from gateway.engine.lint import lint_rules
+    from gateway.tools.check import signal_types
+
+    return lint_rules(rules_dir, known_signals=signals, signal_types=signal_types(config) if config else None)
 
 
 def _raw_rules_dir(path: Path) -> Path | None:
