@@ -112,6 +112,7 @@ def format_yaml(source: str, url: str, nodes: Sequence[Found], options: Options)
     """A `sources:` block with one signal per variable (every variable found, readable or not)."""
     variables = [n for n in nodes if n.is_variable]
     lines = [
+        f"# mw-gateway browse {url}: {len(variables)} variables",
         "sources:",
         f"  {source}:",
         "    protocol: opcua",
@@ -132,26 +133,30 @@ def format_yaml(source: str, url: str, nodes: Sequence[Found], options: Options)
 
 
 class _Progress:
-    """One line on stderr, rewritten at most 5 times a second."""
+    """The progress line on stderr: rewritten in place 5 times a second on a terminal; elsewhere (a log, a
+    pipe) a line every 2 seconds."""
 
     def __init__(self, err: TextIO) -> None:
         self.err = err
+        self.tty = err.isatty()
         self.nodes = 0
         self.variables = 0
-        self._shown = 0.0
-        self.started = time.monotonic()
+        self.started = self._shown = time.monotonic()
 
     def __call__(self, item: Found) -> None:
         self.nodes += 1
         self.variables += item.is_variable
         now = time.monotonic()
-        if now - self._shown >= 0.2:
+        if now - self._shown >= (0.2 if self.tty else 2.0):
             self._shown = now
             self.show()
 
-    def show(self, end: str = "") -> None:
-        print(f"\rbrowsing: {self.nodes} nodes, {self.variables} variables", end=end, file=self.err)
-        self.err.flush()
+    def show(self) -> None:
+        text = f"browsing: {self.nodes} nodes, {self.variables} variables"
+        print(f"\r{text}" if self.tty else text, end="" if self.tty else "\n", file=self.err, flush=True)
+
+    def done(self, text: str) -> None:
+        print(f"\r\033[K{text}" if self.tty else text, file=self.err, flush=True)
 
 
 def cmd_browse_opcua(
@@ -193,15 +198,20 @@ def cmd_browse_opcua(
     except KeyboardInterrupt:
         code = 130
     except Exception as exc:  # refused, timeout, asyncua's errors (BadUserAccessDenied, BadNodeIdUnknown...)
-        progress.show(end="\n")
-        print(f"browse: {url}: {type(exc).__name__}: {exc}", file=err)
+        why = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ConnectionRefusedError):
+            why = "connection refused (nothing listens there: wrong port, or the server is down)"
+        elif isinstance(exc, TimeoutError):
+            why = f"timeout: no answer within {opts.timeout:g}s"
+        progress.done(f"browse: {url}: {why}")
         return 1
-    progress.show(end="\n")
     elapsed = time.monotonic() - progress.started
+    variables = sum(n.is_variable for n in nodes)
+    summary = f"{len(nodes)} nodes ({variables} variables) in {elapsed:.1f}s"
     if code:
-        print("browse: interrupted; what was found so far:", file=err)
+        progress.done(f"browse: interrupted after {summary}; what was found so far:")
     else:
-        print(f"browse: {len(nodes)} nodes in {elapsed:.1f}s", file=err)
+        progress.done(f"browse: {summary}")
     if yaml_source is not None:
         print(format_yaml(yaml_source, url, nodes, opts), file=out)
     else:

@@ -103,7 +103,9 @@ class Plant:
 
 
 @contextlib.asynccontextmanager
-async def run_plant(port: int) -> AsyncIterator[Plant]:
+async def run_plant(
+    port: int, *, lines: int = LINES, machines: int = MACHINES, sensors_per_machine: int = SENSORS
+) -> AsyncIterator[Plant]:
     """Objects/Plant/Line1..4/Machine1..5/{Sensors/Sensor01..50, Temperature, Running, Recipe}."""
     server = Server()
     await server.init()
@@ -111,15 +113,15 @@ async def run_plant(port: int) -> AsyncIterator[Plant]:
     ns = await server.register_namespace(NAMESPACE)
     plant = await server.nodes.objects.add_folder(ua.NodeId("Plant", ns), ua.QualifiedName("Plant", ns))
     variables, folders = 0, 1
-    for line in range(1, LINES + 1):
+    for line in range(1, lines + 1):
         lf = await plant.add_folder(ua.NodeId(f"L{line}", ns), ua.QualifiedName(f"Line{line}", ns))
         folders += 1
-        for machine in range(1, MACHINES + 1):
+        for machine in range(1, machines + 1):
             key = f"L{line}.M{machine}"
             mo = await lf.add_object(ua.NodeId(key, ns), ua.QualifiedName(f"Machine{machine}", ns))
             sensors = await mo.add_folder(ua.NodeId(f"{key}.Sensors", ns), ua.QualifiedName("Sensors", ns))
             folders += 2
-            for s in range(1, SENSORS + 1):
+            for s in range(1, sensors_per_machine + 1):
                 node = ua.NodeId(f"{key}.S{s:02d}", ns)
                 await sensors.add_variable(node, ua.QualifiedName(f"Sensor{s:02d}", ns), float(s))
             temp = await mo.add_variable(
@@ -128,7 +130,7 @@ async def run_plant(port: int) -> AsyncIterator[Plant]:
             await temp.set_writable()
             await mo.add_variable(ua.NodeId(f"{key}.Run", ns), ua.QualifiedName("Running", ns), True)
             await mo.add_variable(ua.NodeId(f"{key}.Recipe", ns), ua.QualifiedName("Recipe", ns), "PART-A")
-            variables += SENSORS + 3
+            variables += sensors_per_machine + 3
     await server.start()
     try:
         yield Plant(f"opc.tcp://127.0.0.1:{port}/plant", variables, folders)

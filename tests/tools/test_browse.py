@@ -128,7 +128,7 @@ async def test_ctrl_c_prints_what_was_found(served: tuple[Plant, Paging]) -> Non
     out, err = await asyncio.wait_for(proc.communicate(), SAFETY_S)
     pages.gate.set()
     assert proc.returncode == 130, err.decode()
-    assert "interrupted; what was found so far" in err.decode()
+    assert "browse: interrupted after" in err.decode() and "what was found so far" in err.decode()
     tree = out.decode().splitlines()
     assert tree[0] == "2:Plant/  ns=2;s=Plant"
     assert "  2:Line1/  ns=2;s=L1" in tree
