@@ -96,11 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser(
         "browse",
-        help="list what an OPC UA server offers (a tree), or print a ready sources: block (--yaml)",
-        description="Walk an OPC UA server's address space. The password of --username is read from "
-        "$MW_OPCUA_PASSWORD.",
+        help="list what an OPC UA server (or a Sparkplug B group) offers, or print a ready sources: block",
+        description="Walk an OPC UA server's address space (the password of --username is read from "
+        "$MW_OPCUA_PASSWORD), or list the Sparkplug B edge nodes of a group from their births.",
     )
-    p.add_argument("url", help="opc.tcp://HOST:PORT[/PATH]")
+    p.add_argument("url", help="opc.tcp://HOST:PORT[/PATH], or mqtt://HOST:PORT with --sparkplug GROUP")
     p.add_argument("--root", metavar="NODE", help="start here (a node id; default: the Objects folder)")
     p.add_argument("--depth", type=int, metavar="N", help="levels below the root (default: all)")
     p.add_argument("--yaml", metavar="SOURCE", help="print a gateway.yaml sources: block for source SOURCE")
@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also list namespace 0 below Objects (the Server object's diagnostics)",
     )
+    p.add_argument(
+        "--sparkplug", metavar="GROUP", help="list the Sparkplug B edge nodes of GROUP from their births"
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="Sparkplug: how long to listen (default 10)")
+    p.add_argument(
+        "--rebirth", action="store_true", help="ask nodes heard without a birth for one (Sparkplug)"
+    )
     p = sub.add_parser("schema", help="print the JSON Schema of gateway.yaml, rule files or rule tests")
     p.add_argument("kind", choices=["config", "rules", "tests"])
     p = sub.add_parser("mw-sim", help="the Mobility Work API simulator on its own")
@@ -130,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_browse(args: argparse.Namespace) -> int:
+    if args.sparkplug is not None and args.url.startswith(("mqtt://", "mqtts://")):
+        from gateway.sources.sparkplug_browse import cmd_browse as browse_sparkplug
+
+        return browse_sparkplug(
+            args.url, args.sparkplug, seconds=args.seconds, yaml_source=args.yaml, rebirth=args.rebirth
+        )
     if args.url.startswith("opc.tcp://"):
         from gateway.tools.browse import cmd_browse_opcua
 
@@ -150,7 +163,7 @@ def cmd_browse(args: argparse.Namespace) -> int:
             max_references=args.max_references,
             include_standard=args.include_standard,
         )
-    print("browse: give opc.tcp://HOST:PORT", file=sys.stderr)
+    print("browse: give opc.tcp://HOST:PORT, or mqtt://HOST:PORT --sparkplug GROUP", file=sys.stderr)
     return 2
 
 
@@ -196,8 +209,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.tools.probe import cmd_probe
 
             return cmd_probe(resolve_config_path(args.config), source=args.source, seconds=args.seconds)
-        if args.command == "browse":
-            return cmd_browse(args)
         if args.command == "schema":
             from gateway.tools.schema import cmd_schema
 
@@ -207,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config = _config_or_exit(resolve_config_path(args.config))
             return asyncio.run(cmd_reconcile(config, fmt=args.format, since=args.since, rule=args.rule))
+        if args.command == "browse":
+            return cmd_browse(args)
     except KeyboardInterrupt:
         return 130
     except ProblemsError as exc:

@@ -7,6 +7,13 @@ the one place a reading arrives, before the source's own decoding, so the table 
 
 Before the source runs, one plain TCP connection to its host and port tells a refused connection, a timeout
 and an unknown host apart, in words; the source is then not run at all.
+
+Probing next to a running gateway must not disturb it:
+- an MQTT source connects with its own client id and a clean session: the gateway's id would make the broker
+  drop the gateway's connection, and its persistent session would hand the probe the gateway's messages;
+- a Sparkplug B source only listens (its own client id, no will, no STATE, no rebirth request): the
+  gateway's host id announced offline by a probe would make edge nodes stop publishing. A late listener
+  sees values when an edge node publishes a birth; DATA before it cannot be decoded (aliases).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,11 +92,17 @@ async def reach(host: str, port: int, wait_s: float) -> str:
     return ""
 
 
+def probe_client_id(name: str) -> str:
+    return f"mw-gateway-probe-{os.getpid()}-{name}"
+
+
 def _probing_source(
     name: str, config: Any, raw: dict[str, str], *, state_dir: Path | None, gateway_id: str
 ) -> Source:
     """The source as `run` builds it, noting raw readings in `raw` (signal -> text) where the kind allows."""
     protocol = getattr(config, "protocol", "")
+    if protocol == "mqtt":
+        config = config.model_copy(update={"client_id": probe_client_id(name), "clean_session": True})
     if protocol == "modbus":
         from gateway.sources.modbus import ModbusConnector
 
@@ -147,7 +161,17 @@ def _probing_source(
 
 def _silence_reason(config: Any, signal: str, seconds: float) -> str:
     protocol = getattr(config, "protocol", "")
-    if protocol in ("mqtt", "sparkplug"):
+    if protocol == "sparkplug":
+        spec = getattr(config, "signals", {}).get(signal.split(".", 1)[1])
+        where = (
+            f"{spec.node}/{spec.device}" if spec is not None and spec.device else getattr(spec, "node", "")
+        )
+        metric = getattr(spec, "metric", "")
+        return (
+            f"no birth or data from {where} with metric {metric!r} in {seconds:g}s (values come with a birth:"
+            " raise --seconds, or have the edge node rebirth)"
+        )
+    if protocol == "mqtt":
         key = signal.split(".", 1)[1]
         signals = getattr(config, "signals", {})
         spec = signals.get(key)
@@ -197,7 +221,10 @@ async def probe_source(
     logger = logging.getLogger("gateway.sources")
     level = logger.level
     logger.setLevel(logging.CRITICAL + 1)  # the table says it all; the link's ERROR lines would repeat it
-    task = asyncio.create_task(source.run(collect))
+    sparkplug = getattr(config, "protocol", "") == "sparkplug"
+    task = asyncio.create_task(
+        _listen_sparkplug(source, config, collect) if sparkplug else source.run(collect)
+    )
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_answered(), seconds)
@@ -219,6 +246,34 @@ async def probe_source(
             readings.append(_reading(pattern, None, raw, config, seconds))
         readings.extend(_reading(s, first[s], raw, config, seconds) for s in matched)
     return readings
+
+
+async def _listen_sparkplug(source: Any, config: Any, emit: Any) -> None:
+    """Feed the group's messages to the Sparkplug source without acting as a host application."""
+    import aiomqtt
+
+    source.bind(emit)
+    url = urlparse(config.url)
+    tls = url.scheme == "mqtts"
+    params = None
+    if tls:
+        params = aiomqtt.TLSParameters(
+            ca_certs=config.ca, certfile=config.certificate, keyfile=config.private_key
+        )
+    async with aiomqtt.Client(
+        url.hostname or "localhost",
+        url.port or (8883 if tls else 1883),
+        identifier=probe_client_id(source.name),
+        clean_session=True,
+        username=config.username,
+        password=config.password.get_secret_value() if config.password else None,
+        tls_params=params,
+        timeout=config.timeout,
+    ) as client:
+        await client.subscribe(f"spBv1.0/{config.group}/#", qos=0)
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            await source.on_message(str(message.topic), bytes(payload))
 
 
 def _reading(signal: str, sample: Sample | None, raw: dict[str, str], config: Any, seconds: float) -> Reading:

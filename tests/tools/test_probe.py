@@ -196,3 +196,86 @@ def test_the_command_prints_the_table_and_exits_0_only_when_every_signal_is_good
     assert "3 signals: 2 good, 1 not good" in out_bad
     assert code_good == 0, out_good
     assert "2 signals: 2 good, 0 not good" in out_good
+
+
+async def test_mqtt_and_sparkplug_probes_leave_a_running_gateway_alone(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """The probe uses its own client ids and clean sessions, and only listens to Sparkplug: the running
+    gateway's MQTT connection (same configured client id) is not taken over, and no STATE is published."""
+    from gateway.sources import sparkplug_codec as codec
+    from gateway.sources.sparkplug_codec import DataType as T
+
+    births = {
+        "spBv1.0/Plant1/NBIRTH/Press1": codec.encode(
+            [("Temperature", 1, T.DOUBLE, 21.5), ("bdSeq", 2, T.UINT64, 0)], seq=0
+        ),
+        "spBv1.0/Plant1/DBIRTH/Press1/Stamper": codec.encode(
+            [("Counters/Strokes", 10, T.UINT32, 1000)], seq=1
+        ),
+    }
+    seen_state: list[str] = []
+
+    async def edge_node() -> None:  # an edge node that keeps announcing itself (a rebirth loop)
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="edge-press1") as client:
+            while True:
+                for topic, payload in births.items():
+                    await client.publish(topic, payload)
+                await asyncio.sleep(0.05)
+
+    async with aiomqtt.Client(
+        "127.0.0.1", broker.port, identifier="mw-gateway-probe-test-oven", clean_session=False
+    ) as gateway:  # the running gateway's connection: the id run derives for source oven
+        await gateway.subscribe("plant/oven/after-probe")
+        await gateway.subscribe("spBv1.0/STATE/#")
+        edge = asyncio.create_task(edge_node())
+        try:
+            async with publishing(broker.port, {"plant/oven/temp": "20"}):
+                path = _config(
+                    tmp_path,
+                    f"""\
+  oven:
+    protocol: mqtt
+    url: mqtt://127.0.0.1:{broker.port}
+    signals:
+      temp: plant/oven/temp
+  line3:
+    protocol: sparkplug
+    url: mqtt://127.0.0.1:{broker.port}
+    group: Plant1
+    host_id: mw-gateway-line3
+    rebirth: true
+    signals:
+      strokes: {{node: Press1, device: Stamper, metric: Counters/Strokes}}
+      temp: {{node: Press1, metric: Temperature}}
+      wrong: {{node: Press1, metric: Temprature}}
+      silent: {{node: Press9, metric: Temperature}}
+""",
+                )
+                readings = await probe_config(load_config(path), seconds=2.0)
+            # the gateway's connection is still there: a message published now reaches it
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="after-probe") as other:
+                await other.publish("plant/oven/after-probe", "1", qos=1)
+            got_it = False
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(10):
+                    async for message in gateway.messages:
+                        if str(message.topic).startswith("spBv1.0/STATE/"):
+                            seen_state.append(str(message.topic))
+                        if str(message.topic) == "plant/oven/after-probe":
+                            got_it = True
+                            break
+        finally:
+            edge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await edge
+    by = {r.signal: r for r in readings}
+    table = format_table(readings)
+    assert by["oven.temp"].good and by["oven.temp"].value == 20, table
+    assert by["line3.strokes"].good and by["line3.strokes"].value == 1000, table
+    assert by["line3.temp"].good and by["line3.temp"].value == 21.5, table
+    assert "no metric 'Temprature' in the birth of edge node Press1" in by["line3.wrong"].error, table
+    assert by["line3.silent"].quality == "none"
+    assert by["line3.silent"].error.startswith("no birth or data from Press9 with metric 'Temperature' in 2s")
+    assert seen_state == [], "the probe published a Sparkplug STATE"
+    assert got_it, "the gateway's MQTT connection was taken over by the probe"
