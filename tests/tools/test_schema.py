@@ -28,7 +28,7 @@ def test_the_schema_is_valid_json_schema_and_the_committed_copy_is_current(kind:
     schema = json_schema(kind)
     jsonschema.Draft202012Validator.check_schema(schema)
     committed = json.loads((ROOT / "schemas" / f"{kind}.schema.json").read_text())
-    assert committed == schema, f"schemas/{kind}.schema.json is stale: mw-gateway schema {kind} > it"
+    assert committed == schema, f"schemas/{kind}.schema.json is stale: run make schemas"
 
 
 @pytest.mark.parametrize("kind", KINDS)
