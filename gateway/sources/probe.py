@@ -285,5 +285,5 @@ def _reading(signal: str, sample: Sample | None, raw: dict[str, str], config: An
         value=sample.value,
         raw=raw.get(signal, ""),
         error=sample.reason,
-        retained=bool(getattr(sample, "retained", False)),
+        retained=sample.retained,
     )

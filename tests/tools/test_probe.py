@@ -72,6 +72,7 @@ async def test_one_wrong_signal_per_protocol_each_with_its_exact_error(
     ):
         await plc.set_holding(100, encode(123456, "uint32"))
         await plc.set_input(0, [215])
+        await plc.set_holding(1990, [42])
         await ua.write("StrokeCounter", 4321)
         path = _config(
             tmp_path,
@@ -84,6 +85,7 @@ async def test_one_wrong_signal_per_protocol_each_with_its_exact_error(
     signals:
       strokes: {{holding: 100, type: uint32}}
       temp: {{input: 0, scale: 0.1}}
+      edge: {{holding: 1990}}
       wrong: {{holding: 1998, type: uint64}}
   line:
     protocol: opcua
@@ -116,6 +118,7 @@ async def test_one_wrong_signal_per_protocol_each_with_its_exact_error(
     assert set(by) == {
         "press.strokes",
         "press.temp",
+        "press.edge",
         "press.wrong",
         "line.strokes",
         "line.recipe",
@@ -127,14 +130,23 @@ async def test_one_wrong_signal_per_protocol_each_with_its_exact_error(
         "cellar.level",
     }, table
     good = {s for s, r in by.items() if r.good}
-    assert good == {"press.strokes", "press.temp", "line.strokes", "line.recipe", "oven.temp"}, table
+    assert good == {
+        "press.strokes",
+        "press.temp",
+        "press.edge",
+        "line.strokes",
+        "line.recipe",
+        "oven.temp",
+    }, table
     # raw and decoded side by side
     assert (by["press.strokes"].raw, by["press.strokes"].value) == ("0x0001 0xE240", 123456)
     assert by["press.temp"].raw == "0x00D7" and by["press.temp"].value == pytest.approx(21.5)
     assert by["line.strokes"].value == 4321 and by["line.strokes"].raw == "UInt32 4321"
     assert by["line.recipe"].value == "PART-A"
     assert by["oven.temp"].value == 21.5 and by["oven.temp"].raw == "'21.5'"
-    # the exact error of each wrong one
+    # the exact error of each wrong one; a refused address read together with a good one (1990 and
+    # 1998..2001 in one request) turns only itself bad
+    assert (by["press.edge"].raw, by["press.edge"].value) == ("0x002A", 42)
     assert "illegal data address" in by["press.wrong"].error, table
     assert "BadNodeIdUnknown" in by["line.wrong"].error, table
     assert by["line.wrong_type"].error == "expected a number, got string 'PART-A'", table
@@ -230,6 +242,7 @@ async def test_mqtt_and_sparkplug_probes_leave_a_running_gateway_alone(
         await gateway.subscribe("spBv1.0/STATE/#")
         edge = asyncio.create_task(edge_node())
         try:
+            await gateway.publish("plant/oven/level", "0.75", retain=True)
             async with publishing(broker.port, {"plant/oven/temp": "20"}):
                 path = _config(
                     tmp_path,
@@ -239,6 +252,7 @@ async def test_mqtt_and_sparkplug_probes_leave_a_running_gateway_alone(
     url: mqtt://127.0.0.1:{broker.port}
     signals:
       temp: plant/oven/temp
+      level: plant/oven/level
   line3:
     protocol: sparkplug
     url: mqtt://127.0.0.1:{broker.port}
@@ -272,6 +286,9 @@ async def test_mqtt_and_sparkplug_probes_leave_a_running_gateway_alone(
     by = {r.signal: r for r in readings}
     table = format_table(readings)
     assert by["oven.temp"].good and by["oven.temp"].value == 20, table
+    assert by["oven.temp"].retained is False
+    assert by["oven.level"].good and by["oven.level"].retained and by["oven.level"].value == 0.75
+    assert "good (retained)" in next(line for line in table.splitlines() if line.startswith("oven.level"))
     assert by["line3.strokes"].good and by["line3.strokes"].value == 1000, table
     assert by["line3.temp"].good and by["line3.temp"].value == 21.5, table
     assert "no metric 'Temprature' in the birth of edge node Press1" in by["line3.wrong"].error, table
