@@ -70,7 +70,33 @@ def json_schema(kind: str) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown schema {kind!r}: choose one of {', '.join(KINDS)}")
     body = adapter.json_schema(mode="validation", schema_generator=generator)
+    if kind == "rules":
+        _tell_triggers_apart(body)
     return {"$schema": DIALECT, "title": title, "description": description, **body}
+
+
+def _tell_triggers_apart(schema: dict[str, Any]) -> None:
+    """`when:` is told apart by its trigger key (a function in the model, which JSON Schema cannot call):
+    each member of the union requires its own key and none of the keys that would make it another kind
+    (`{signal: x, avg: 10m}` is an avg trigger, not a signal one)."""
+    from gateway.engine.triggers import TRIGGER_KINDS, WHEN_MODELS
+
+    rule = schema.get("$defs", {}).get("Rule", {})
+    when = rule.get("properties", {}).get("when", {})
+    members = when.get("oneOf")
+    if not isinstance(members, list):
+        return
+    kind_of = {model.__name__: kind for kind, model in WHEN_MODELS.items()}
+    for i, member in enumerate(members):
+        ref = member.get("$ref", "") if isinstance(member, dict) else ""
+        kind = kind_of.get(ref.rsplit("/", 1)[-1])
+        if kind is None:
+            continue
+        winners = [k for k in TRIGGER_KINDS if k != kind and kind in WHEN_MODELS[k].carries]
+        condition: dict[str, Any] = {"required": [kind]}
+        if winners:
+            condition["not"] = {"anyOf": [{"required": [k]} for k in winners]}
+        members[i] = {"allOf": [member, condition]}
 
 
 def cmd_schema(kind: str) -> int:

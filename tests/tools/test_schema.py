@@ -51,6 +51,12 @@ def test_the_schema_rejects_what_the_gateway_rejects() -> None:
     assert list(rules.iter_errors([{**good, "cooldwon": "1h"}]))  # unknown key
     assert list(rules.iter_errors([{**good, "priority": "urgent"}]))
     assert list(rules.iter_errors([{k: v for k, v in good.items() if k != "task"}]))
+    # `when:` is told apart by its trigger key, as the model's discriminator does
+    windowed = {**good, "when": {"signal": "p.t", "avg": "10m", "above": 4.5, "coverage": 0.8}}
+    assert not list(rules.iter_errors([windowed]))
+    assert not list(rules.iter_errors([{**good, "when": {"count": "p.jam", "within": "1h", "at_least": 3}}]))
+    assert list(rules.iter_errors([{**good, "when": {"counter": "p.n", "every": 5, "signal": "p.t"}}]))
+    assert list(rules.iter_errors([{**good, "when": {"signal": "p.t", "coverage": 0.8, "above": 1}}]))
     config = jsonschema.Draft202012Validator(json_schema("config"))
     base = {"gateway": {"id": "g"}, "cmms": {"kind": "dry_run"}}
     modbus = {"protocol": "modbus", "host": "h", "port": "${PLC_PORT}", "signals": {"t": {"holding": 1}}}
