@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("schema", help="print the JSON Schema of gateway.yaml, rule files or rule tests")
     p.add_argument("kind", choices=["config", "rules", "tests"])
+    p = sub.add_parser("relay", help="the fleet's webhook relay: verify, then publish to NATS JetStream")
+    p.add_argument("-c", "--config", help="relay.yaml (default: ./relay.yaml, then $MW_RELAY_CONFIG)")
+    p = sub.add_parser("fleet", help="every gateway of the fleet, with the age of its last heartbeat")
+    _add_config(p)
+    p.add_argument("--format", choices=["table", "json"], default="table")
     p = sub.add_parser("mw-sim", help="the Mobility Work API simulator on its own")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="simulator options (see mw-gateway mw-sim --help)")
     return parser
@@ -220,6 +225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_reconcile(config, fmt=args.format, since=args.since, rule=args.rule))
         if args.command == "browse":
             return cmd_browse(args)
+        if args.command == "relay":
+            from gateway.fleet.cli import cmd_relay, resolve_relay_path
+
+            return cmd_relay(resolve_relay_path(args.config))
+        if args.command == "fleet":
+            from gateway.fleet.cli import cmd_fleet
+
+            config = _config_or_exit(resolve_config_path(args.config))
+            return cmd_fleet(config.fleet, config.gateway.id, args.format)
     except KeyboardInterrupt:
         return 130
     except ProblemsError as exc:
