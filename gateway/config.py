@@ -27,9 +27,10 @@ from pydantic import (
 from gateway.cmms.schema import CmmsConfig
 from gateway.core.durations import parse_duration
 from gateway.core.errors import ConfigError, Problem
+from gateway.core.extras import need_jwt_library
+from gateway.core.yamlfile import YamlDoc, load_yaml
 from gateway.fleet.config import FleetSection
 from gateway.sources.schema import SourceConfig
-from gateway.yamlfile import YamlDoc, load_yaml
 
 DEFAULT_CONFIG_NAME = "gateway.yaml"
 CONFIG_ENV_VAR = "MW_GATEWAY_CONFIG"
@@ -107,7 +108,7 @@ class HttpSection(_Strict):
         if (self.auth_user is None) != (self.auth_password is None):
             raise ValueError("auth_user and auth_password go together: set both or neither")
         if self.servicemobility_jwt_key is not None:
-            _need_jwt_library(self.servicemobility_jwt_algorithms)
+            need_jwt_library(self.servicemobility_jwt_algorithms)
         return self
 
     @property
@@ -137,29 +138,6 @@ class HttpSection(_Strict):
 
 def _set(secret: SecretStr | None) -> bool:
     return secret is not None and bool(secret.get_secret_value().strip())
-
-
-def _installed(name: str) -> bool:
-    """Importable, without importing it (a None in sys.modules is Python's mark for "blocked")."""
-    import importlib.util
-    import sys
-
-    if name in sys.modules:
-        return sys.modules[name] is not None
-    return importlib.util.find_spec(name) is not None
-
-
-def _need_jwt_library(algorithms: tuple[str, ...]) -> None:
-    """ServiceMobility JWT verification is an optional extra: say how to install it (at `check`, not at the
-    first webhook)."""
-    extra = "pip install 'mw-gateway[servicemobility]'"
-    if not _installed("jwt"):
-        raise ValueError(f"servicemobility_jwt_key needs PyJWT, which is not installed here: {extra}")
-    asymmetric = any(not a.upper().startswith("HS") for a in algorithms)
-    if asymmetric and not _installed("cryptography"):
-        raise ValueError(
-            f"servicemobility_jwt_algorithms {', '.join(algorithms)} need the cryptography package: {extra}"
-        )
 
 
 class DispatcherSection(_Strict):

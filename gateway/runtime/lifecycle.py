@@ -37,15 +37,15 @@ from gateway.core.samples import Sample
 from gateway.core.views import ReloadOutcome
 from gateway.engine.engine import Engine
 from gateway.engine.loader import RuleSet
-from gateway.logs import setup_logging
-from gateway.retention import Housekeeping
 from gateway.runtime.dispatcher import Dispatcher
 from gateway.runtime.firinglog import FiringLog
+from gateway.runtime.housekeeping import Housekeeping
+from gateway.runtime.logs import setup_logging
 from gateway.runtime.pipeline import Pipeline
 from gateway.runtime.reload import diff, load_all, watch_rules
 from gateway.runtime.supervisor import Supervisor
+from gateway.runtime.systemd import notify, watchdog_interval_s
 from gateway.store import Store
-from gateway.systemd import notify, watchdog_interval_s
 
 if TYPE_CHECKING:
     from gateway.runtime.http import HttpServer

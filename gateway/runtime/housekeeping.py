@@ -15,7 +15,8 @@ from pathlib import Path
 
 from gateway.core.clock import Clock
 from gateway.core.errors import StoreError
-from gateway.disk import DISK_CHECK_INTERVAL_S, DiskStatus, check_disk, human_bytes
+from gateway.core.units import human_bytes
+from gateway.runtime.disk import DISK_CHECK_INTERVAL_S, DiskStatus, check_disk
 from gateway.store import Store
 from gateway.store.db import describe_sqlite_error
 
