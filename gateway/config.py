@@ -76,6 +76,9 @@ class HttpSection(_Strict):
     servicemobility_jwt_issuer: str | None = None  # when set, the token's `iss` must be it
     # A token must carry `exp`, at most this far ahead (and, when it has `iat`, issued at most this long ago).
     servicemobility_jwt_max_age: float = 86400.0
+    # ServiceMobility's work-order numbers ARE the task ids of the CMMS we deliver to: count its consumptions
+    # in their reconciliation. Off: they are stored and shown, never joined to another source's task.
+    servicemobility_work_orders_are_tasks: bool = False
     tls_certificate: str | None = None
     tls_key: str | None = None
     allow_plain_http: bool = False  # required to listen beyond loopback without TLS

@@ -19,7 +19,8 @@ Families (all prefixed `mw_gateway_`, plus prometheus-client's `process_*` on Li
     delivery_latency_seconds{result}             histogram of one delivery attempt
     dispatcher_paused                            1 while paused on credentials or plan
     quota_used / quota_limit                     this month's tasks against the plan's quota
-    webhooks_total{event,result}                 webhooks received, by event type and what we answered
+    webhooks_total{event,result}                 webhooks received, by event type (a documented type,
+                                                 "other" or "unknown") and what we answered
     state_dir_bytes / disk_free_bytes            the state directory's size and the free space beside it
     info{version,gateway,cmms}                   constant 1
 """
@@ -39,7 +40,10 @@ from gateway import __version__
 from gateway.core.events import DeliveryDone, EventBus, FiringRecorded, WebhookAnswered
 from gateway.core.samples import LinkState
 from gateway.core.views import DiskView, StatusSnapshot
+from gateway.web.read_mw import KNOWN_EVENTS
 
+# The event label's bounded set: the documents' Mobility Work events and ServiceMobility's InventoryUsage.
+EVENT_LABELS = frozenset({*KNOWN_EVENTS, "InventoryUsage"})
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "mw_gateway"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -267,11 +271,15 @@ class WebhookMetricsMiddleware:
 
 
 def _event_of(body: bytes) -> str:
+    """The event label: one of the documented event types, "unknown" (no type at all) or "other". Never the
+    sender's free text: a label per distinct string would let any sender grow /metrics without bound."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "unknown"
     if not isinstance(data, dict):
         return "unknown"
-    event = data.get("_event") or data.get("type") or "unknown"
-    return str(event)[:64]
+    event = data.get("_event") or data.get("type")
+    if event is None:
+        return "unknown"
+    return event if isinstance(event, str) and event in EVENT_LABELS else "other"

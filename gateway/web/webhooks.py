@@ -1,6 +1,10 @@
 """The webhook HTTP routes: `POST /webhooks/mobility-work` and `POST /webhooks/servicemobility/InventoryUsage`
 (each with or without the trailing slash), thin wrappers around the WebhookReceiver (gateway/web/receiver.py).
-The body is read as a stream and refused past `http.max_body_bytes` (413), whatever Content-Length says."""
+The body is read as a stream and refused past `http.max_body_bytes` (413), whatever Content-Length says.
+
+The ServiceMobility route answers 404, as if it were not mounted, while `http.servicemobility_jwt_key` is
+not set (asked per request, so a reload that sets the key opens it): without a key anyone could post
+consumptions (issue 18.9)."""
 
 from __future__ import annotations
 
@@ -39,8 +43,12 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 def routes(receiver: Callable[[], WebhookReceiver]) -> list[Route]:
     """The webhook routes over `receiver()`, asked per request (a reload may replace the receiver)."""
 
-    async def serve(request: Request, handler: Callable[[WebhookReceiver], Handler]) -> Response:
+    async def serve(
+        request: Request, handler: Callable[[WebhookReceiver], Handler], *, needs_jwt: bool = False
+    ) -> Response:
         current = receiver()
+        if needs_jwt and not current.jwt_verifier.enabled:
+            return Response(status_code=404)
         try:
             body = await read_body(request, current.max_body_bytes)
         except TooLarge:
@@ -54,7 +62,7 @@ def routes(receiver: Callable[[], WebhookReceiver]) -> list[Route]:
         return await serve(request, lambda r: r.receive_mobility_work)
 
     async def servicemobility(request: Request) -> Response:
-        return await serve(request, lambda r: r.receive_servicemobility)
+        return await serve(request, lambda r: r.receive_servicemobility, needs_jwt=True)
 
     return [
         Route(MW_PATH, mobility_work, methods=["POST"]),
