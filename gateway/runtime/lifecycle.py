@@ -42,7 +42,7 @@ from gateway.retention import Housekeeping
 from gateway.runtime.dispatcher import Dispatcher
 from gateway.runtime.firinglog import FiringLog
 from gateway.runtime.pipeline import Pipeline
-from gateway.runtime.reload import diff, load_all, watch_rules
+from gateway.runtime.reload import diff, load_all, needs_restart, watch_rules
 from gateway.runtime.supervisor import Supervisor
 from gateway.store import Store
 from gateway.systemd import notify, watchdog_interval_s
@@ -270,7 +270,15 @@ class Gateway:
             log.error("reload refused (%d problems): the previous rules keep running", len(exc.problems))
             self.last_reload = ReloadOutcome(now, False, tuple(str(p) for p in exc.problems))
             return False
+        restart = needs_restart(self.config, config)
+        if restart:
+            for reason in restart:
+                log.error("reload refused: %s", reason)
+            log.error("reload refused: nothing changed, the previous configuration keeps running")
+            self.last_reload = ReloadOutcome(now, False, tuple(restart))
+            return False
         changes = diff(self.config, config)
+        http_changed = config.http != self.config.http
         self.engine.reload(rules)
         self.rules = rules
         if changes.backend:
@@ -284,6 +292,9 @@ class Gateway:
             self.sources.clear()
             self.config = config
             self._start_sources()
+        if http_changed:
+            # Read per request by the web side (the webhook receiver is made again): applied from now on.
+            log.info("reload: http settings applied (webhook secrets, tokens and limits as now configured)")
         self.config = config
         self.dispatcher.settings = config.dispatcher
         self.dispatcher.resume()
