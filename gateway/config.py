@@ -175,6 +175,8 @@ class DispatcherSection(_Strict):
     quota_warn_ratio: float = Field(default=0.8, gt=0, le=1)
     high_priority_reserve_ratio: float = Field(default=0.1, ge=0, lt=1)
     delivered_retention: float = 30 * 86400.0  # delivered rows and webhook events older than this are pruned
+    # Spare-part consumptions and reported activities (with their webhook events) older than this are pruned.
+    history_retention: float = 400 * 86400.0
     idle_poll: float = 1.0
 
     _d = field_validator(
@@ -182,6 +184,7 @@ class DispatcherSection(_Strict):
         "retry_max",
         "pause_probe_interval",
         "delivered_retention",
+        "history_retention",
         "idle_poll",
         mode="before",
     )(_duration)

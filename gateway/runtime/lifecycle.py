@@ -104,6 +104,7 @@ class Gateway:
             self.store,
             state_dir=lambda: self.config.state_dir,
             retention_s=lambda: self.config.dispatcher.delivered_retention,
+            history_s=lambda: self.config.dispatcher.history_retention,
             clock=self.clock,
         )
         self.engine = Engine(self.rules, gateway_id=cfg.gateway.id, state=await self.store.rules.load())
@@ -337,6 +338,7 @@ class Gateway:
         sup = self.supervisor
         sup.stopping = True
         await sup.cancel([*sup.names("source:"), "rules-watch", "periodic"])
+        await self.housekeeping.aclose()  # a prune in progress: its batch rolls back, the next start goes on
         # The samples and webhooks already queued, held firings, then the engine's state.
         self.pipeline.finish()
         await sup.wait_for(["engine"])
