@@ -70,6 +70,11 @@ class HttpSection(_Strict):
     signature_template: str = "{t}.{nonce}.{body}"  # what X-MW-Signature's HMAC-SHA256 signs
     signature_tolerance: float = 300.0
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Edge limits (issue 18.10; docs/operations.md "HTTP limits"), read per connection: a reload applies them.
+    max_connections: int = Field(default=256, ge=4)  # open connections; idle ones are closed first beyond it
+    header_timeout: float = 10.0  # a request's headers (and the wait for the next one) must come within this
+    body_timeout: float = 30.0  # a request's whole body must come within this after its headers
+    max_buffered_bytes: int = Field(default=16 * 1_048_576, ge=1024)  # request bodies held at once, in all
     servicemobility_jwt_key: SecretStr | None = None  # HS256 secret or PEM public key for x-access-token
     servicemobility_jwt_algorithms: tuple[str, ...] = ("HS256",)
     servicemobility_jwt_audience: str | None = None  # when set, the token's `aud` must name it
@@ -87,7 +92,9 @@ class HttpSection(_Strict):
     auth_user: str | None = None  # basic auth for the status page and /api/*
     auth_password: SecretStr | None = None
 
-    _tol = field_validator("signature_tolerance", "servicemobility_jwt_max_age", mode="before")(_duration)
+    _tol = field_validator(
+        "signature_tolerance", "servicemobility_jwt_max_age", "header_timeout", "body_timeout", mode="before"
+    )(_duration)
 
     @field_validator("listen")
     @classmethod
@@ -110,6 +117,13 @@ class HttpSection(_Strict):
             raise ValueError("auth_user and auth_password go together: set both or neither")
         if self.servicemobility_jwt_key is not None:
             _need_jwt_library(self.servicemobility_jwt_algorithms)
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
+                f"({self.max_body_bytes}): one largest body must fit"
+            )
+        if not (self.header_timeout > 0 and self.body_timeout > 0):
+            raise ValueError("header_timeout and body_timeout must be positive durations")
         return self
 
     @property

@@ -210,7 +210,12 @@ class Gateway:
         from gateway.web.server import build_app
 
         http = self.config.http
-        server = http_server(build_app(web_deps(self)), http, beat=lambda: self.supervisor.beat("http"))
+        server = http_server(
+            build_app(web_deps(self)),
+            http,
+            beat=lambda: self.supervisor.beat("http"),
+            current=lambda: self.config.http,
+        )
         self._http_server = server
         task = self.supervisor.start("http", server.serve)
         for _ in range(200):

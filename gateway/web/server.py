@@ -22,6 +22,7 @@ from gateway.web.metrics import CONTENT_TYPE, GatewayMetrics, WebhookMetricsMidd
 from gateway.web.page import render_status_page
 from gateway.web.receiver import WebhookReceiver
 from gateway.web.status import collect_status, health, public_health
+from gateway.web.webhooks import BodyBudget
 from gateway.web.webhooks import routes as webhook_routes
 
 
@@ -48,6 +49,7 @@ class _Receivers:
 
 def build_app(deps: WebDeps) -> Starlette:
     metrics = GatewayMetrics(deps.snapshot, deps.outbox.counts, deps.disk).attach(deps.events)
+    budget = BodyBudget()
 
     async def healthz(request: Request) -> Response:
         """Public (probes need no credentials), but while auth is on a client without credentials sees only
@@ -75,11 +77,12 @@ def build_app(deps: WebDeps) -> Starlette:
         Route("/api/status", api_status),
         Route("/", page),
         Route("/metrics", metrics_endpoint),
-        *webhook_routes(_Receivers(deps)),
+        *webhook_routes(_Receivers(deps), budget=budget),
         Route("/api/reconciliation", reconciliation_endpoint(deps.reconciliation, deps.configured_timezone)),
     ]
     auth = Middleware(AuthMiddleware, credentials=lambda: Credentials.from_config(deps.http()))
     webhook_metrics = Middleware(WebhookMetricsMiddleware, events=deps.events)
     app = Starlette(routes=routes, middleware=[auth, webhook_metrics])
     app.state.metrics = metrics
+    app.state.body_budget = budget
     return app
