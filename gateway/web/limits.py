@@ -6,9 +6,10 @@ Before: no connection limit and no read timeout. 1,100 idle sockets ran the proc
 `http:` (a reload applies it):
 
 - `max_connections`: open connections. Beyond it, the connection idle the longest (waiting for its request's
-  headers, or kept alive between requests) is closed to make room: a flood of idle or slow-header sockets
-  can never lock out a real client. Only when every connection has a request in progress is the newcomer
-  closed. The limit is also kept below the process's file-descriptor limit (`effective_max_connections`).
+  headers, or kept alive between requests) is closed to make room, else the one that has been receiving its
+  request's body the longest: a flood of idle sockets, slow heads or slow bodies can never lock out a real
+  client. Only when every connection has a whole request being answered is the newcomer closed. The limit is
+  also kept below the process's file-descriptor limit (`effective_max_connections`).
 - `header_timeout`: a connection must deliver a complete request head this long after it opened or after
   its previous response (slowloris); `body_timeout`: a request's whole body this long after its head. Past
   either, the connection is closed.
@@ -66,6 +67,7 @@ class ConnectionGuard:
         self.http = http
         self.fd_limit = fd_limit if fd_limit is not None else resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.idle_since: dict[GuardedH11Protocol, float] = {}  # open connections without a request running
+        self.receiving_since: dict[GuardedH11Protocol, float] = {}  # a request whose body is still coming
         self.open: set[GuardedH11Protocol] = set()
         self.evicted = 0
         self.refused = 0
@@ -109,6 +111,8 @@ class ConnectionGuard:
             )
         victim = min(self.idle_since, key=self.idle_since.__getitem__, default=None)
         if victim is None:
+            victim = min(self.receiving_since, key=self.receiving_since.__getitem__, default=None)
+        if victim is None:
             self.refused += 1
             self.open.discard(conn)
             return False
@@ -118,16 +122,24 @@ class ConnectionGuard:
         self.idle_since[conn] = now
         return True
 
-    def busy(self, conn: GuardedH11Protocol) -> None:
+    def receiving(self, conn: GuardedH11Protocol, now: float) -> None:
         self.idle_since.pop(conn, None)
+        if conn in self.open:
+            self.receiving_since.setdefault(conn, now)
+
+    def answering(self, conn: GuardedH11Protocol) -> None:
+        self.idle_since.pop(conn, None)
+        self.receiving_since.pop(conn, None)
 
     def idle(self, conn: GuardedH11Protocol, now: float) -> None:
+        self.receiving_since.pop(conn, None)
         if conn in self.open:
             self.idle_since[conn] = now
 
     def forget(self, conn: GuardedH11Protocol) -> None:
         self.open.discard(conn)
         self.idle_since.pop(conn, None)
+        self.receiving_since.pop(conn, None)
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -152,10 +164,15 @@ class GuardedH11Protocol(H11Protocol):
     def handle_events(self) -> None:
         super().handle_events()
         cycle = self.cycle
-        if cycle is not None and cycle is not self._seen_cycle and not cycle.response_complete:
+        if cycle is None or cycle.response_complete or self.transport.is_closing():
+            return
+        if cycle is not self._seen_cycle:
             self._seen_cycle = cycle  # a request head just completed: now its body has a deadline
-            self.guard.busy(self)
             self._arm(self.guard.http().body_timeout, self._body_timeout)
+        if cycle.more_body:
+            self.guard.receiving(self, self.loop.time())
+        else:
+            self.guard.answering(self)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

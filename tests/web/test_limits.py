@@ -110,6 +110,20 @@ async def test_a_slow_body_is_cut_off(free_port: Callable[[], int]) -> None:
             assert (await client.get(url + "/healthz")).status_code == 200
 
 
+async def test_healthz_answers_while_every_slot_holds_a_slow_body(free_port: Callable[[], int]) -> None:
+    """Slow bodies hold their connection for body_timeout: the longest-receiving one makes room."""
+    port = free_port()
+    async with edge_server(port, max_connections=8, body_timeout=60) as (url, _):
+        held = await open_idle(port, 20)
+        for w in held:
+            w.write(b"POST /webhooks/mobility-work HTTP/1.1\r\nHost: g\r\nContent-Length: 9000\r\n\r\n{")
+        try:
+            async with httpx.AsyncClient(timeout=20) as client:
+                assert (await client.get(url + "/healthz")).status_code == 200
+        finally:
+            close_all(held)
+
+
 @contextlib.asynccontextmanager
 async def in_process(port: int, http: HttpSection) -> AsyncIterator[Any]:
     f = fake()
