@@ -181,7 +181,16 @@ def imported_libs(tmp: Path, sources: str) -> list[str]:
 
 
 # Libraries only some configurations need: each should be imported only when its feature is configured.
-OPTIONAL_LIBS = ("pymodbus", "serial", "asyncua", "cryptography", "aiomqtt", "paho", "jwt")
+OPTIONAL_LIBS = (
+    "pymodbus",
+    "serial",
+    "asyncua",
+    "cryptography",
+    "aiomqtt",
+    "paho",
+    "jwt",
+    "google",
+)  # google.protobuf
 
 RUN_AND_LIST = textwrap.dedent(
     """
@@ -259,6 +268,10 @@ def run() -> list[tuple[str, str, str]]:
         "sources:\n  o:\n    protocol: opcua\n    url: opc.tcp://127.0.0.1:4840\n    signals: {a: ns=2;i=1}\n"
     )
     mqtt = "sources:\n  m:\n    protocol: mqtt\n    url: mqtt://127.0.0.1:1883\n    signals: {a: x/y}\n"
+    sparkplug = (
+        "sources:\n  s:\n    protocol: sparkplug\n    url: mqtt://127.0.0.1:1883\n"
+        "    group: G\n    host_id: h\n    signals: {a: {node: N, metric: M}}\n"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for label, src, want in (
             ("none", "sources: {}\n", []),
@@ -282,6 +295,7 @@ def run() -> list[tuple[str, str, str]]:
             ("1 Modbus source + ServiceMobility JWT key", modbus, jwt_key),
             ("1 OPC UA source", opcua, ""),
             ("1 MQTT source", mqtt, ""),
+            ("1 Sparkplug B source", sparkplug, ""),
         ):
             libs = run_imports(Path(tmp), src, extra)
             rows.append(

@@ -146,7 +146,7 @@ async def build_backlog(directory: Path) -> int:
             " VALUES (?,?,?,?,?,?,?,?)",
             (
                 f.key,
-                firing_uuid("bench", f.key),
+                firing_uuid("bench", "bench", f.key),
                 f.rule_id,
                 json.dumps(f.task.equipment),
                 f.fired_at,

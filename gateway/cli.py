@@ -86,9 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROW",
         help="send from this row on (1 = the first data row): resumes a run the report says stopped",
     )
+    p = sub.add_parser("browse", help="list what a server offers and print a ready signals: block")
+    p.add_argument("url", help="mqtt://HOST:PORT (with --sparkplug)")
+    p.add_argument(
+        "--sparkplug", metavar="GROUP", help="list the Sparkplug B edge nodes of GROUP from their births"
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
+    p.add_argument("--yaml", metavar="SOURCE", help="print a gateway.yaml source entry named SOURCE")
+    p.add_argument(
+        "--rebirth", action="store_true", help="ask nodes heard without a birth for one (Sparkplug)"
+    )
     p = sub.add_parser("mw-sim", help="the Mobility Work API simulator on its own")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="simulator options (see mw-gateway mw-sim --help)")
     return parser
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    if args.sparkplug is not None and args.url.startswith(("mqtt://", "mqtts://")):
+        from gateway.sources.sparkplug_browse import cmd_browse as browse_sparkplug
+
+        return browse_sparkplug(
+            args.url, args.sparkplug, seconds=args.seconds, yaml_source=args.yaml, rebirth=args.rebirth
+        )
+    print("browse: give mqtt://HOST:PORT --sparkplug GROUP", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config = _config_or_exit(resolve_config_path(args.config))
             return asyncio.run(cmd_reconcile(config, fmt=args.format, since=args.since, rule=args.rule))
+        if args.command == "browse":
+            return cmd_browse(args)
     except KeyboardInterrupt:
         return 130
     except ProblemsError as exc:

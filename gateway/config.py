@@ -288,7 +288,7 @@ def _allowed_keys(model: type[BaseModel] | None) -> list[str]:
 
 
 _CMMS_KINDS = ("mobility_work", "amage", "servitly", "dry_run")
-_PROTOCOLS = ("modbus", "opcua", "mqtt")
+_PROTOCOLS = ("modbus", "opcua", "mqtt", "sparkplug")
 
 
 def _model_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -322,6 +322,7 @@ def _model_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
             "modbus": (src_schema.ModbusSource, src_schema.ModbusSignal),
             "opcua": (src_schema.OpcuaSource, src_schema.OpcuaSignal),
             "mqtt": (src_schema.MqttSource, src_schema.MqttSignal),
+            "sparkplug": (src_schema.SparkplugSource, src_schema.SparkplugSignal),
         }
         pair = protos.get(str(parent[2]))
         if pair is None:

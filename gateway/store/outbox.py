@@ -152,6 +152,7 @@ def _item(row: sqlite3.Row) -> OutboxItem:
         firing_uuid=row["uuid"],
         firing=Firing.from_json(json.loads(row["body"])),
         attempts=row["attempts"],
+        maybe_committed=row["maybe_committed"],
     )
 
 
@@ -160,6 +161,16 @@ class Outbox:
         self._db = db
         self._clock = clock
         self._gateway_id = gateway_id
+        self._installation_id: str | None = None
+
+    async def installation_id(self) -> str:
+        """This database's installation id (meta `installation_id`, made by the migration that added it)."""
+        if self._installation_id is None:
+            row = await self._db.fetchone("SELECT value FROM meta WHERE key = 'installation_id'")
+            if row is None:
+                raise RuntimeError("the state database has no installation_id: it was not migrated")
+            self._installation_id = str(row[0])
+        return self._installation_id
 
     # ------------------------------------------------------------------ writing firings
 
@@ -175,13 +186,14 @@ class Outbox:
         """
         now = self._clock.now()
         results: list[Recorded] = []
+        installation = await self.installation_id()
         async with self._db.write() as conn:
             stored = await _stored_keys(conn, [f.key for f in firings])
             queued_here: dict[tuple[str, str], str] = {}  # (rule, equipment) -> uuid queued in this burst
             firing_rows: list[tuple[Any, ...]] = []
             outbox_rows: list[tuple[Any, ...]] = []
             for firing in firings:
-                uid = firing_uuid(self._gateway_id, firing.key)
+                uid = firing_uuid(installation, self._gateway_id, firing.key)
                 if firing.key in stored:
                     results.append(Recorded(firing.key, uid, FiringStatus.DUPLICATE))
                     continue

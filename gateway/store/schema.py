@@ -1,8 +1,9 @@
 """The SQLite schema as an ordered list of migrations. Applied versions are recorded in `schema_version`.
 
 Versions are reserved by area so that parts can grow independently: 1 foundation, 2 webhooks and ledger,
-3 outbox extras, 4 operations; later migrations of an area take the area digit then a sequence (31, 32 ...:
-outbox). Only the order matters (they are applied sorted). Never edit a released migration: add a new one.
+3 outbox extras, 4 operations; later migrations of an area take the area digit then a sequence (11, 12 ...:
+foundation; 21 ...: webhooks and ledger; 31 ...: outbox). A version is applied when it is missing from
+`schema_version`, in sorted order. Never edit a released migration: add a new one.
 """
 
 from __future__ import annotations
@@ -167,6 +168,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE outbox ADD COLUMN dead_at REAL;
         -- Attempts that may have created a task count against the month's quota too (conservative).
         ALTER TABLE quota_usage ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
+        11,
+        """
+        -- The installation id: random, made once with the database, part of every firing uuid, so that a lost
+        -- and recreated state database never gives a new firing the uuid of an old one (issue 13, item 12).
+        INSERT OR IGNORE INTO meta(key, value) VALUES ('installation_id', lower(hex(randomblob(16))));
         """,
     ),
     (
