@@ -190,7 +190,7 @@ def _config_or_exit(path: Path) -> Config:
 def cmd_check(path: Path) -> int:
     """Report every problem of gateway.yaml and every rule file at once."""
     from gateway.engine.loader import load_rules
-    from gateway.runtime.reload import known_signals
+    from gateway.runtime.reload import known_signals, poll_intervals
 
     problems: list[Problem] = []
     config: Config | None = None
@@ -203,7 +203,8 @@ def cmd_check(path: Path) -> int:
     if rules_dir is not None:
         signals = known_signals(config) if config else _raw_signal_names(path)
         try:
-            ruleset = load_rules(rules_dir, known_signals=signals)
+            polls = poll_intervals(config) if config else None
+            ruleset = load_rules(rules_dir, known_signals=signals, poll_intervals=polls)
             rule_count = len(ruleset.rules)
         except ProblemsError as exc:
             problems.extend(exc.problems)
