@@ -185,7 +185,15 @@ class RuleRuntime:
         progress = self.progress()
         if progress is not None:
             out["progress"] = progress
+        forecast = self.forecast(now) if rule.enabled else None
+        if forecast is not None:
+            out["forecast"] = forecast
         return out
+
+    def forecast(self, now: float) -> dict[str, Any] | None:
+        """Meter rules (counter, hours): the next threshold and when it will be reached at the recent rate
+        (forecast.RateWindow). None for the other kinds."""
+        return None
 
     # -- firing
     def fire(
