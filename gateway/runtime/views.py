@@ -135,7 +135,7 @@ def snapshot(gw: Running) -> StatusSnapshot:
 
 
 def web_deps(gw: Running) -> WebDeps:
-    from gateway.reconcile import build_report
+    from gateway.reconcile import build_report, linked_sources
     from gateway.runtime.disk import check_disk
 
     store = gw.store
@@ -144,7 +144,7 @@ def web_deps(gw: Running) -> WebDeps:
         return await store.ledger.latest_events(limit=limit)
 
     async def reconciliation(since: float | None, rule: str | None) -> dict[str, Any]:
-        return await build_report(store, since=since, rule=rule)
+        return await build_report(store, since=since, rule=rule, linked=linked_sources(gw.config.http))
 
     return WebDeps(
         snapshot=lambda: snapshot(gw),
