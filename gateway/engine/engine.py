@@ -19,6 +19,8 @@ from typing import Any
 
 from gateway.core.firings import Firing
 from gateway.core.samples import Sample
+from gateway.engine.admit import FLOAT_MAX, INT_MAX, INT_MIN, MAX_TEXT, Door
+from gateway.engine.clockwatch import ClockWatch
 from gateway.engine.loader import RuleSet
 from gateway.engine.triggers import Host, RuleRuntime, make_runtime
 
@@ -38,6 +40,8 @@ class Engine:
         self._timed: tuple[RuleRuntime, ...] = ()
         self._samples_for_rules: dict[str, int] = {}  # per signal: samples that reached at least one rule
         self._ticks = 0
+        self.door = Door()  # the values the engine refuses (admit.py)
+        self.clock = ClockWatch()  # wall-clock steps, absorbed by every rule's timers (clockwatch.py)
         self.ruleset = ruleset
         self._install(ruleset, previous={}, state=state or {})
 
@@ -59,6 +63,8 @@ class Engine:
             if saved:
                 try:
                     runtime.restore(saved)
+                    if old is not None:
+                        runtime.succeed(old)
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     log.warning("rule %s: saved state ignored (%s); starting afresh", rule.id, exc)
                     runtime = make_runtime(compiled, self._host)
@@ -95,8 +101,14 @@ class Engine:
 
     # ------------------------------------------------------------ evaluation
 
-    def process(self, sample: Sample, now: float) -> list[Firing]:
-        """Feed one sample. Pure: the result depends only on the state, the sample and `now`."""
+    def process(self, sample: Sample, now: float, mono: float | None = None) -> list[Firing]:
+        """Feed one sample. Pure: the result depends only on the state, the sample and `now`.
+
+        `mono` (optional): a monotonic reading taken with `now`; with it, steps of the wall clock are told
+        from real time exactly (see clockwatch.py), without it they are guessed from implausible gaps."""
+        if self.clock.step(now, mono):
+            self._shift(self.clock.last_shift)
+        sample = self.door.check(sample)
         signal = sample.signal
         self.last_values[signal] = sample
         handlers = self._index.get(signal)
@@ -112,14 +124,29 @@ class Engine:
                 out.extend(fired)
         return out
 
-    def process_batch(self, samples: Iterable[Sample], now: float) -> list[Firing]:
+    def process_batch(self, samples: Iterable[Sample], now: float, mono: float | None = None) -> list[Firing]:
         """Feed many samples at once, in order: the same as calling process() for each, without a method call
         per sample (most samples touch no rule; this is the gateway's hot path)."""
+        if self.clock.step(now, mono):
+            self._shift(self.clock.last_shift)
         last_values = self.last_values
         handlers_of = self._index.get
         counts = self._samples_for_rules
+        door = self.door
+        warned = door.warned
         out: list[Firing] = []
         for sample in samples:
+            # The door (admit.py), inlined for the common values: anything else goes through Door.check.
+            v = sample.value
+            tv = type(v)
+            if not (
+                (tv is float and -FLOAT_MAX <= v <= FLOAT_MAX)  # type: ignore[operator]
+                or (tv is int and INT_MIN <= v <= INT_MAX)  # type: ignore[operator]
+                or tv is bool
+                or v is None
+                or (tv is str and len(v) <= MAX_TEXT)  # type: ignore[arg-type]
+            ) or (warned and sample.signal in warned):
+                sample = door.check(sample)
             signal = sample.signal
             last_values[signal] = sample
             handlers = handlers_of(signal)
@@ -131,8 +158,10 @@ class Engine:
                         out.extend(fired)
         return out
 
-    def tick(self, now: float) -> list[Firing]:
+    def tick(self, now: float, mono: float | None = None) -> list[Firing]:
         """Advance timers: `for` conditions maturing, running hours, stale signals."""
+        if self.clock.step(now, mono):
+            self._shift(self.clock.last_shift)
         self._ticks += 1
         out: list[Firing] = []
         for runtime in self._timed:
@@ -140,6 +169,16 @@ class Engine:
             if fired:
                 out.extend(fired)
         return out
+
+    def _shift(self, delta: float) -> None:
+        """The wall clock stepped by `delta` seconds: every rule moves its timers with it, so no duration
+        (hours, `for`, stale, cooldown) gains or loses the step."""
+        for runtime in self._runtimes.values():
+            runtime.shift(delta)
+
+    def refused(self) -> dict[str, int]:
+        """Per signal: samples whose value the engine refused since start (admit.py)."""
+        return dict(self.door.refused)
 
     def evaluations(self) -> dict[str, int]:
         """Per enabled rule: the samples of its signals and the ticks it was evaluated on since start."""
