@@ -29,6 +29,7 @@ from gateway.core.firings import Firing
 from gateway.core.ports import Backend, Source
 from gateway.core.samples import Quality, Sample
 from gateway.dispatcher import Dispatcher
+from gateway.engine.advice import while_open_advice
 from gateway.engine.engine import Engine
 from gateway.engine.loader import RuleSet, load_rules
 from gateway.logs import setup_logging
@@ -135,6 +136,11 @@ class Gateway:
             cfg.cmms.kind,
             self.store.path,
         )
+        for warning in while_open_advice(
+            self.rules,
+            webhooks=cfg.http.webhook_secret is not None or cfg.http.servicemobility_jwt_key is not None,
+        ):
+            log.warning("%s", warning.removeprefix("warning: "))
         notify("READY=1\nSTATUS=running")
 
     @property
@@ -224,7 +230,7 @@ class Gateway:
             batch = [sample]
             while not self._queue.empty() and len(batch) < 1000:
                 batch.append(self._queue.get_nowait())
-            firings = self.engine.process_batch(batch, self.clock.now())
+            firings = self.engine.process_batch(batch, self.clock.now(), self.clock.monotonic())
             self.samples_in += len(batch)
             if firings:
                 await self.commit_firings(firings)
@@ -268,7 +274,7 @@ class Gateway:
             await asyncio.sleep(TICK_INTERVAL_S if watchdog is None else min(TICK_INTERVAL_S, watchdog))
             mono = time.monotonic()
             await self.housekeeping.tick(mono)
-            firings = self.engine.tick(self.clock.now())
+            firings = self.engine.tick(self.clock.now(), self.clock.monotonic())
             if firings:
                 await self.commit_firings(firings)
             if mono - last_save >= STATE_SAVE_INTERVAL_S:
@@ -374,7 +380,9 @@ class Gateway:
         with contextlib.suppress(Exception):
             firings: list[Firing] = []
             while not self._queue.empty():
-                firings.extend(self.engine.process(self._queue.get_nowait(), self.clock.now()))
+                firings.extend(
+                    self.engine.process(self._queue.get_nowait(), self.clock.now(), self.clock.monotonic())
+                )
             if firings:
                 await self.commit_firings(firings)
             await self.save_state()

@@ -1,6 +1,6 @@
-"""Values the engine refuses (gateway/engine/admit.py) and the bounds of the counter (issue 13 items 3, 5 and 11):
-an absurd value becomes a bad sample or a capped firing with one WARNING, never unbounded work or an exception;
-signed counters count modulo 2**bits; the meter never moves backwards; a glitch is not a reset."""
+"""Values the engine refuses (gateway/engine/admit.py), the bounds of the counter (issue 13 items 3, 5, 11):
+an absurd value becomes a bad sample or a capped firing with one WARNING, never unbounded work or an
+exception; signed counters count modulo 2**bits; the meter never moves backwards; a glitch is not a reset."""
 
 from __future__ import annotations
 
@@ -67,7 +67,19 @@ def test_an_absurd_value_is_a_bad_sample_at_the_door(tmp_path: Path, value: Any)
 
 
 def test_accepted_values_pass_unchanged() -> None:
-    for value in (None, True, False, 0, -(1 << 63), (1 << 64) - 1, 1.5, -2.0**64, 2.0**64, "AUTO", "x" * 4096):
+    for value in (
+        None,
+        True,
+        False,
+        0,
+        -(1 << 63),
+        (1 << 64) - 1,
+        1.5,
+        -(2.0**64),
+        2.0**64,
+        "AUTO",
+        "x" * 4096,
+    ):
         assert refusal(value) is None, value
 
 
@@ -158,7 +170,7 @@ def test_a_float_meter_beyond_its_precision_never_loops(tmp_path: Path) -> None:
     assert len(keys) == len(set(keys)) and len(keys) >= 2
 
 
-# ---------------------------------------------------------------- signed counters, a meter that never goes back
+# ---------------------------------------------------------------- signed counters; the meter never goes back
 
 
 def _int16(n: int) -> int:

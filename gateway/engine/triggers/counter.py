@@ -309,7 +309,13 @@ class CounterRuntime(RuleRuntime):
             self.host.dirty.add(self.id)
 
     def export(self) -> dict[str, Any]:
-        out = {**super().export(), "last": self.last, "total": self.total, "next": self.next, "every": self.every}
+        out = {
+            **super().export(),
+            "last": self.last,
+            "total": self.total,
+            "next": self.next,
+            "every": self.every,
+        }
         pending = self.pending
         if pending is not None:
             out["pending"] = [pending[0].value, *pending[1:]]
