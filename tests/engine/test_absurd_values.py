@@ -284,3 +284,20 @@ def test_a_refused_value_is_a_bad_sample_for_the_rules_too(tmp_path: Path) -> No
     feed(eng, "press1.strokes", [0, 900])
     assert eng.process(Sample("press1.strokes", float("nan"), T0), T0 + 600) == []
     assert eng.rule_status(T0)[0]["progress"]["current"] == 900
+
+
+def test_episodes_within_one_millisecond_get_distinct_keys(tmp_path: Path) -> None:
+    """Found by the absurd torture campaign: a burst of samples processed at one `now` (the gateway batches up
+    to 1,000) re-armed and fired a latched rule again with the same key, which the store drops as a
+    duplicate."""
+    eng = engine(tmp_path, HOT)
+    now = T0 + 0.999
+    firings = eng.process_batch([good("press1.temp", v, now) for v in (90, 10, 90, 10, 90, 10, 90)], now)
+    assert [f.key for f in firings] == [
+        "hot:2026-01-01T00:00:00.999Z",
+        "hot:2026-01-01T00:00:01.000Z",
+        "hot:2026-01-01T00:00:01.001Z",
+        "hot:2026-01-01T00:00:01.002Z",
+    ]
+    later = eng.process_batch([good("press1.temp", v, now + 60) for v in (10, 90)], now + 60)
+    assert [f.key for f in later] == ["hot:2026-01-01T00:01:00.999Z"]

@@ -41,7 +41,7 @@ class LatchedRuntime(RuleRuntime):
     signal_name, threshold).
     """
 
-    __slots__ = ("for_s", "needs_tick", "phase", "since", "start_evidence", "unconfirmed")
+    __slots__ = ("for_s", "last_start", "needs_tick", "phase", "since", "start_evidence", "unconfirmed")
 
     def __init__(self, compiled: CompiledRule, host: Host, for_s: float) -> None:
         super().__init__(compiled, host)
@@ -51,6 +51,7 @@ class LatchedRuntime(RuleRuntime):
         self.since: float | None = None
         self.start_evidence: tuple[Evidence, ...] = ()
         self.unconfirmed = False  # a restored PENDING waiting for a fresh sample that confirms the condition
+        self.last_start: float | None = None  # the start of the last episode (its key's time)
 
     def evidence(self) -> tuple[Evidence, ...]:
         raise NotImplementedError
@@ -70,7 +71,16 @@ class LatchedRuntime(RuleRuntime):
         if phase is Phase.IDLE:
             if not cond:
                 return None
-            self.since = now
+            start = now
+            last = self.last_start
+            if last is not None and now - 1.0 < last and iso(now) <= iso(last):
+                # Another episode within the same millisecond as the last (a burst of samples processed at
+                # one `now`): its key would repeat the last one's and the store would drop it as a
+                # duplicate. It starts 1 ms after the last one instead.
+                start = last + 0.001
+                while iso(start) <= iso(last):
+                    start += 0.0005
+            self.since = self.last_start = start
             self.start_evidence = self.evidence()
             if self.for_s <= 0:
                 return self._fire(now)
