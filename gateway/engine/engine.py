@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.core.firings import Firing
 from gateway.core.samples import Sample
-from gateway.engine.admit import FLOAT_MAX, INT_MAX, INT_MIN, MAX_TEXT, Door
+from gateway.engine.admit import FLOAT_MAX, INT_MAX, INT_MIN, Door
 from gateway.engine.clockwatch import ClockWatch
 from gateway.engine.loader import RuleSet
 from gateway.engine.triggers import Host, RuleRuntime, make_runtime
@@ -133,21 +133,22 @@ class Engine:
         handlers_of = self._index.get
         counts = self._samples_for_rules
         door = self.door
+        check = door.check
         warned = door.warned
+        fmax, nfmax, imin, imax = FLOAT_MAX, -FLOAT_MAX, INT_MIN, INT_MAX
         out: list[Firing] = []
         for sample in samples:
-            # The door (admit.py), inlined for the common values: anything else goes through Door.check.
+            # The door (admit.py), inlined for numbers in range; anything else goes through Door.check.
             v = sample.value
             tv = type(v)
-            if not (
-                (tv is float and -FLOAT_MAX <= v <= FLOAT_MAX)  # type: ignore[operator]
-                or (tv is int and INT_MIN <= v <= INT_MAX)  # type: ignore[operator]
-                or tv is bool
-                or v is None
-                or (tv is str and len(v) <= MAX_TEXT)  # type: ignore[arg-type]
-            ) or (warned and sample.signal in warned):
-                sample = door.check(sample)
+            if tv is float:
+                if not nfmax <= v <= fmax:  # type: ignore[operator]
+                    sample = check(sample)
+            elif tv is not int or not imin <= v <= imax:  # type: ignore[operator]
+                sample = check(sample)
             signal = sample.signal
+            if warned and signal in warned:
+                sample = check(sample)
             last_values[signal] = sample
             handlers = handlers_of(signal)
             if handlers is not None:
