@@ -1,8 +1,11 @@
 """The engine's door: the values it refuses, whatever the source.
 
-A GOOD sample whose value the engine cannot work with safely becomes a BAD sample at the door (before it is
-stored as the signal's last value or reaches any rule), with one WARNING per signal until that signal sends
-an acceptable value again. Refused (docs/rules.md, "Values the engine refuses"):
+A GOOD sample of a signal some rule uses (a trigger or expression signal), whose value the engine cannot
+work with safely, becomes a BAD sample at the door (before it is stored as the signal's last value or reaches
+any rule), with at most one WARNING per signal and hour. Samples of signals
+no rule uses are kept as received (only templates and the status page read them): checking them too would
+cost the hot path about a third of its speed for values no rule computes with. Refused (docs/rules.md,
+"Values the engine refuses"):
 
 - numbers that are not finite: NaN, +inf, -inf;
 - numbers beyond the 64-bit range: an int outside [-2**63, 2**64 - 1], a float whose magnitude exceeds 2**64
@@ -26,6 +29,7 @@ INT_MIN = -(1 << 63)
 INT_MAX = (1 << 64) - 1
 FLOAT_MAX = float(1 << 64)
 MAX_TEXT = 4096
+WARN_EVERY_S = 3600.0  # at most one WARNING per signal in this period
 
 BAD = Quality.BAD
 
@@ -57,36 +61,36 @@ def _digits(value: int) -> str:
 
 
 class Door:
-    """Checks every sample's value; counts and logs what it refuses (one WARNING per signal and episode)."""
+    """Checks sample values; counts what it refuses and logs it: one WARNING per signal per WARN_EVERY_S."""
 
-    __slots__ = ("refused", "warned")
+    __slots__ = ("now", "refused", "warned")
 
     def __init__(self) -> None:
         self.refused: dict[str, int] = {}  # per signal: samples refused since start (status page, /metrics)
-        self.warned: set[str] = set()  # signals whose current episode of refusals was logged
+        self.warned: dict[str, float] = {}  # per signal: when its last refusal was logged
+        self.now = 0.0  # the engine's time, set before each batch
 
     def check(self, sample: Sample) -> Sample:
         """The sample as the engine takes it: itself, a plain-number copy, or a BAD sample saying why."""
         value = sample.value
         why = refusal(value)
         if why is None:
-            if sample.signal in self.warned and sample.quality is Quality.GOOD:
-                self.warned.discard(sample.signal)
-                log.info("signal %s: acceptable values again", sample.signal)
             return sample
         if isinstance(value, int | float) and not isinstance(value, bool) and type(value) not in (int, float):
             plain = int(value) if isinstance(value, int) else float(value)
-            if refusal(plain) is None:
-                return Sample(sample.signal, plain, sample.ts, sample.quality, sample.reason)
             why = refusal(plain)
+            if why is None:
+                return Sample(sample.signal, plain, sample.ts, sample.quality, sample.reason)
         signal = sample.signal
         self.refused[signal] = self.refused.get(signal, 0) + 1
-        if signal not in self.warned:
-            self.warned.add(signal)
+        last = self.warned.get(signal)
+        if last is None or not 0 <= self.now - last < WARN_EVERY_S:
+            self.warned[signal] = self.now
             log.warning(
-                "signal %s: value refused by the engine (%s); taken as a bad sample until it sends an "
-                "acceptable value (further refusals are counted, not logged)",
+                "signal %s: value refused by the engine (%s): taken as a bad sample (further refusals of "
+                "this signal within the hour are counted, not logged; %d so far)",
                 signal,
                 why,
+                self.refused[signal],
             )
         return Sample(signal, None, sample.ts, BAD, f"value refused: {why}")

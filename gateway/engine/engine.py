@@ -105,15 +105,17 @@ class Engine:
         """Feed one sample. Pure: the result depends only on the state, the sample and `now`.
 
         `mono` (optional): a monotonic reading taken with `now`; with it, steps of the wall clock are told
-        from real time exactly (see clockwatch.py), without it they are guessed from implausible gaps."""
+        from real time (see clockwatch.py); without it only steps back are."""
         if self.clock.step(now, mono):
             self._shift(self.clock.last_shift)
-        sample = self.door.check(sample)
         signal = sample.signal
-        self.last_values[signal] = sample
         handlers = self._index.get(signal)
-        if handlers is None:
+        if handlers is None:  # no rule reads it: kept as received (templates, status page)
+            self.last_values[signal] = sample
             return []
+        self.door.now = now
+        sample = self.door.check(sample)
+        self.last_values[signal] = sample
         self._samples_for_rules[signal] = self._samples_for_rules.get(signal, 0) + 1
         if len(handlers) == 1:
             return handlers[0](sample, now) or []
@@ -133,11 +135,16 @@ class Engine:
         handlers_of = self._index.get
         counts = self._samples_for_rules
         door = self.door
+        door.now = now
         check = door.check
-        warned = door.warned
         fmax, nfmax, imin, imax = FLOAT_MAX, -FLOAT_MAX, INT_MIN, INT_MAX
         out: list[Firing] = []
         for sample in samples:
+            signal = sample.signal
+            handlers = handlers_of(signal)
+            if handlers is None:  # no rule reads it: kept as received (templates, status page)
+                last_values[signal] = sample
+                continue
             # The door (admit.py), inlined for numbers in range; anything else goes through Door.check.
             v = sample.value
             tv = type(v)
@@ -146,17 +153,12 @@ class Engine:
                     sample = check(sample)
             elif tv is not int or not imin <= v <= imax:  # type: ignore[operator]
                 sample = check(sample)
-            signal = sample.signal
-            if warned and signal in warned:
-                sample = check(sample)
             last_values[signal] = sample
-            handlers = handlers_of(signal)
-            if handlers is not None:
-                counts[signal] = counts.get(signal, 0) + 1
-                for handler in handlers:
-                    fired = handler(sample, now)
-                    if fired:
-                        out.extend(fired)
+            counts[signal] = counts.get(signal, 0) + 1
+            for handler in handlers:
+                fired = handler(sample, now)
+                if fired:
+                    out.extend(fired)
         return out
 
     def tick(self, now: float, mono: float | None = None) -> list[Firing]:

@@ -91,17 +91,20 @@ def test_a_400_digit_integer_in_a_batch_raises_nothing(tmp_path: Path) -> None:
     assert [f.key for f in eng.process_batch([good("press1.strokes", 1000, T0 + 1)], T0 + 1)] == ["lube:1000"]
 
 
-def test_one_warning_per_signal_and_episode(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_one_warning_per_signal_and_hour(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     eng = engine(tmp_path, HOT)
     caplog.set_level(logging.INFO, "gateway.engine")
     eng.process_batch([good("press1.temp", float("nan"), T0 + i) for i in range(1000)], T0)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "press1.temp" in warnings[0].getMessage()
     assert "NaN" in warnings[0].getMessage()
-    eng.process(good("press1.temp", 20.0, T0 + 2000), T0 + 2000)  # acceptable again: the episode ends
-    eng.process(good("press1.temp", float("inf"), T0 + 2001), T0 + 2001)
-    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
-    assert eng.refused() == {"press1.temp": 1001}
+    eng.process(good("press1.temp", 20.0, T0 + 2000), T0 + 2000)
+    eng.process(good("press1.temp", float("inf"), T0 + 2001), T0 + 2001)  # within the hour: counted only
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    eng.process(good("press1.temp", float("inf"), T0 + 3600), T0 + 3600)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "1002 so far" in warnings[1].getMessage()
+    assert eng.refused() == {"press1.temp": 1002}
 
 
 def test_number_subclasses_become_plain_numbers(tmp_path: Path) -> None:
