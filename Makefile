@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck unit rules-test bench torture clean venv deps-system
+.PHONY: demo test lint typecheck unit rules-test bench torture clean venv deps-system interop-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,12 +29,21 @@ demo: $(STAMP)
 deps-system:
 	@bash scripts/ensure-system-deps.sh
 
+## npm packages of the interop tests (Eclipse Tahu's Sparkplug B client), pinned by tests/interop/package-lock.json.
+INTEROP := tests/interop/node_modules/.installed
+$(INTEROP): tests/interop/package.json tests/interop/package-lock.json
+	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+interop-deps: deps-system $(INTEROP)
+
 ## Lint, type-check, the test suite, and the shipped rule tests.
-test: $(TSTAMP) deps-system lint typecheck unit rules-test
+test: $(TSTAMP) deps-system interop-deps lint typecheck unit rules-test
 
 lint: $(TSTAMP)
 	$(BIN)/ruff check gateway tests bench torture
 	$(BIN)/ruff format --check gateway tests bench torture
+	$(BIN)/lint-imports
 
 typecheck: $(TSTAMP)
 	$(BIN)/mypy

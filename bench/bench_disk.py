@@ -2,8 +2,9 @@
 
 The gateway's write pattern is replayed in accelerated time with the real engine and the real store (SQLite,
 WAL, synchronous=FULL) in a temporary directory: samples go to the engine only (no write per sample); rule
-state is saved every 60 s of gateway time when it changed (gateway/app.py: STATE_SAVE_INTERVAL_S); a firing is
-committed with its outbox row and the rule state in one transaction, then marked delivered (the dispatcher);
+state is saved every 60 s of gateway time when it changed (gateway/runtime/pipeline.py:
+STATE_SAVE_INTERVAL_S); a firing is committed with its outbox row and the rule state in one transaction,
+then marked delivered (the dispatcher);
 retention runs hourly. Bytes are counted with /proc/self/io: `wchar` (bytes handed to write()/pwrite() by this
 process: the WAL frames and the checkpoints into the database file) and `write_bytes` (what reached a block
 device; 0 on tmpfs). Nothing else in the process writes while a scenario runs.

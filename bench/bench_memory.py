@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -153,7 +154,7 @@ IMPORTS = textwrap.dedent(
     import json, sys
     from gateway.config import load_config
     from gateway.sources.registry import build_source
-    import gateway.app, gateway.cli  # everything the gateway imports at start
+    import gateway.runtime.lifecycle, gateway.cli  # everything the gateway imports at start
     config = load_config(sys.argv[1], env={"MW_API_KEY": "k" * 24})
     for name, source in config.sources.items():
         build_source(name, source)
@@ -177,6 +178,70 @@ def imported_libs(tmp: Path, sources: str) -> list[str]:
         check=True,
     )
     return list(json.loads(out.stdout))
+
+
+# Libraries only some configurations need: each should be imported only when its feature is configured.
+OPTIONAL_LIBS = (
+    "pymodbus",
+    "serial",
+    "asyncua",
+    "cryptography",
+    "aiomqtt",
+    "paho",
+    "jwt",
+    "google",
+)  # google.protobuf
+
+RUN_AND_LIST = textwrap.dedent(
+    """
+    import json, os, signal, socket, sys, threading, time
+    config, port, wanted = sys.argv[1], int(sys.argv[2]), set(sys.argv[3].split(","))
+
+    def watch():  # once the HTTP port answers (the gateway is up) and a second has passed: list, then stop
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(1.0)
+        print("LIBS " + json.dumps(sorted({m.split(".")[0] for m in sys.modules} & wanted)), flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+    from gateway.cli import main
+    main(["run", "-c", config])
+    """
+)
+
+
+def run_imports(tmp: Path, sources: str, http_extra: str = "") -> list[str]:
+    """The optional libraries the real `mw-gateway run` has imported once up, for this configuration."""
+    port = _free_port()
+    config = write_config(
+        tmp,
+        mw_url="http://127.0.0.1:9",
+        api_key="k" * 24,
+        http_port=port,
+        plc_port=_free_port(),
+        rules="[]\n",
+    )
+    text = config.read_text()
+    text = text.replace(f"  listen: 127.0.0.1:{port}\n", f"  listen: 127.0.0.1:{port}\n{http_extra}")
+    config.write_text(text[: text.index("sources:\n")] + sources)
+    out = subprocess.run(
+        [sys.executable, "-c", RUN_AND_LIST, str(config), str(port), ",".join(OPTIONAL_LIBS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MW_API_KEY": "k" * 24},
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("LIBS ")), None)
+    if line is None:
+        raise RuntimeError(f"mw-gateway run did not come up: {out.stderr[-2000:]}")
+    return list(json.loads(line[5:]))
 
 
 def run() -> list[tuple[str, str, str]]:
@@ -203,6 +268,10 @@ def run() -> list[tuple[str, str, str]]:
         "sources:\n  o:\n    protocol: opcua\n    url: opc.tcp://127.0.0.1:4840\n    signals: {a: ns=2;i=1}\n"
     )
     mqtt = "sources:\n  m:\n    protocol: mqtt\n    url: mqtt://127.0.0.1:1883\n    signals: {a: x/y}\n"
+    sparkplug = (
+        "sources:\n  s:\n    protocol: sparkplug\n    url: mqtt://127.0.0.1:1883\n"
+        "    group: G\n    host_id: h\n    signals: {a: {node: N, metric: M}}\n"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for label, src, want in (
             ("none", "sources: {}\n", []),
@@ -217,6 +286,23 @@ def run() -> list[tuple[str, str, str]]:
                     f"memory: protocol libraries imported, {label} configured",
                     ", ".join(libs) or "none",
                     verdict,
+                )
+            )
+        # The real `mw-gateway run`, up and serving: which optional libraries each configuration loads.
+        jwt_key = "  servicemobility_jwt_key: servicemobility-key-of-32-bytes-long\n"
+        for label, src, extra in (
+            ("1 Modbus source", modbus, ""),
+            ("1 Modbus source + ServiceMobility JWT key", modbus, jwt_key),
+            ("1 OPC UA source", opcua, ""),
+            ("1 MQTT source", mqtt, ""),
+            ("1 Sparkplug B source", sparkplug, ""),
+        ):
+            libs = run_imports(Path(tmp), src, extra)
+            rows.append(
+                (
+                    f"memory: optional libraries loaded by run, {label}",
+                    ", ".join(libs) or "none",
+                    f"of {', '.join(OPTIONAL_LIBS)} (jwt: on the first token)",
                 )
             )
     return rows

@@ -23,7 +23,7 @@ from gateway.cmms.schema import MobilityWorkConfig
 from gateway.config import DispatcherSection
 from gateway.core.clock import ManualClock
 from gateway.core.firings import Evidence, Firing, TaskSpec, firing_uuid
-from gateway.dispatcher import Dispatcher
+from gateway.runtime.dispatcher import Dispatcher
 from gateway.sim.mobility_work import run_mobility_work_sim
 from gateway.store import DB_FILENAME, Store
 from gateway.store.db import PRAGMAS
@@ -146,7 +146,7 @@ async def build_backlog(directory: Path) -> int:
             " VALUES (?,?,?,?,?,?,?,?)",
             (
                 f.key,
-                firing_uuid("bench", f.key),
+                firing_uuid("bench", "bench", f.key),
                 f.rule_id,
                 json.dumps(f.task.equipment),
                 f.fired_at,

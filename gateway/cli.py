@@ -79,9 +79,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="print the requests that would be sent; send nothing"
     )
+    p.add_argument(
+        "--start-at",
+        type=int,
+        default=1,
+        metavar="ROW",
+        help="send from this row on (1 = the first data row): resumes a run the report says stopped",
+    )
+    p = sub.add_parser("browse", help="list what a server offers and print a ready signals: block")
+    p.add_argument("url", help="mqtt://HOST:PORT (with --sparkplug)")
+    p.add_argument(
+        "--sparkplug", metavar="GROUP", help="list the Sparkplug B edge nodes of GROUP from their births"
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
+    p.add_argument("--yaml", metavar="SOURCE", help="print a gateway.yaml source entry named SOURCE")
+    p.add_argument(
+        "--rebirth", action="store_true", help="ask nodes heard without a birth for one (Sparkplug)"
+    )
     p = sub.add_parser("mw-sim", help="the Mobility Work API simulator on its own")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="simulator options (see mw-gateway mw-sim --help)")
     return parser
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    if args.sparkplug is not None and args.url.startswith(("mqtt://", "mqtts://")):
+        from gateway.sources.sparkplug_browse import cmd_browse as browse_sparkplug
+
+        return browse_sparkplug(
+            args.url, args.sparkplug, seconds=args.seconds, yaml_source=args.yaml, rebirth=args.rebirth
+        )
+    print("browse: give mqtt://HOST:PORT --sparkplug GROUP", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     try:
         if args.command == "run":
-            from gateway.app import run_gateway
+            from gateway.runtime.lifecycle import run_gateway
 
             return run_gateway(resolve_config_path(args.config))
         if args.command == "check":
@@ -113,13 +141,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config = _config_or_exit(resolve_config_path(args.config))
             return asyncio.run(
-                cmd_bulk(config, args.operation, args.file, currency=args.currency, dry_run=args.dry_run)
+                cmd_bulk(
+                    config,
+                    args.operation,
+                    args.file,
+                    currency=args.currency,
+                    dry_run=args.dry_run,
+                    start_at=args.start_at,
+                )
             )
         if args.command == "reconcile":
             from gateway.reconcile import cmd_reconcile
 
             config = _config_or_exit(resolve_config_path(args.config))
             return asyncio.run(cmd_reconcile(config, fmt=args.format, since=args.since, rule=args.rule))
+        if args.command == "browse":
+            return cmd_browse(args)
     except KeyboardInterrupt:
         return 130
     except ProblemsError as exc:
@@ -152,8 +189,8 @@ def _config_or_exit(path: Path) -> Config:
 
 def cmd_check(path: Path) -> int:
     """Report every problem of gateway.yaml and every rule file at once."""
-    from gateway.app import known_signals
     from gateway.engine.loader import load_rules
+    from gateway.runtime.reload import known_signals
 
     problems: list[Problem] = []
     config: Config | None = None
@@ -267,7 +304,7 @@ async def cmd_outbox(args: argparse.Namespace) -> int:
             print(
                 f"outbox row {args.id} dropped (kept for the record, never sent)"
                 if ok
-                else f"outbox row {args.id} cannot be dropped (unknown, delivered or dropped)"
+                else f"outbox row {args.id} cannot be dropped (unknown, delivered, dropped or in flight)"
             )
             return 0 if ok else 1
     finally:

@@ -6,7 +6,6 @@ Secrets are pydantic `SecretStr`: they print as '**********' and never reach a l
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -73,14 +72,19 @@ class HttpSection(_Strict):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     servicemobility_jwt_key: SecretStr | None = None  # HS256 secret or PEM public key for x-access-token
     servicemobility_jwt_algorithms: tuple[str, ...] = ("HS256",)
+    servicemobility_jwt_audience: str | None = None  # when set, the token's `aud` must name it
+    servicemobility_jwt_issuer: str | None = None  # when set, the token's `iss` must be it
+    # A token must carry `exp`, at most this far ahead (and, when it has `iat`, issued at most this long ago).
+    servicemobility_jwt_max_age: float = 86400.0
     tls_certificate: str | None = None
     tls_key: str | None = None
     allow_plain_http: bool = False  # required to listen beyond loopback without TLS
+    allow_unauthenticated: bool = False  # required to listen beyond loopback without webhook_secret and auth
     auth_token: SecretStr | None = None  # bearer token for the status page and /api/*
     auth_user: str | None = None  # basic auth for the status page and /api/*
     auth_password: SecretStr | None = None
 
-    _tol = field_validator("signature_tolerance", mode="before")(_duration)
+    _tol = field_validator("signature_tolerance", "servicemobility_jwt_max_age", mode="before")(_duration)
 
     @field_validator("listen")
     @classmethod
@@ -101,7 +105,14 @@ class HttpSection(_Strict):
             )
         if (self.auth_user is None) != (self.auth_password is None):
             raise ValueError("auth_user and auth_password go together: set both or neither")
+        if self.servicemobility_jwt_key is not None:
+            _need_jwt_library(self.servicemobility_jwt_algorithms)
         return self
+
+    @property
+    def authenticated(self) -> bool:
+        """True when the status page and /api/* ask for credentials (a token, or a user and a password)."""
+        return _set(self.auth_token) or (bool(self.auth_user) and _set(self.auth_password))
 
     @property
     def loopback(self) -> bool:
@@ -121,6 +132,33 @@ class HttpSection(_Strict):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+def _set(secret: SecretStr | None) -> bool:
+    return secret is not None and bool(secret.get_secret_value().strip())
+
+
+def _installed(name: str) -> bool:
+    """Importable, without importing it (a None in sys.modules is Python's mark for "blocked")."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
+
+
+def _need_jwt_library(algorithms: tuple[str, ...]) -> None:
+    """ServiceMobility JWT verification is an optional extra: say how to install it (at `check`, not at the
+    first webhook)."""
+    extra = "pip install 'mw-gateway[servicemobility]'"
+    if not _installed("jwt"):
+        raise ValueError(f"servicemobility_jwt_key needs PyJWT, which is not installed here: {extra}")
+    asymmetric = any(not a.upper().startswith("HS") for a in algorithms)
+    if asymmetric and not _installed("cryptography"):
+        raise ValueError(
+            f"servicemobility_jwt_algorithms {', '.join(algorithms)} need the cryptography package: {extra}"
+        )
 
 
 class DispatcherSection(_Strict):
@@ -217,6 +255,8 @@ def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
+    import difflib  # only when a key is wrong
+
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -228,7 +268,7 @@ def _allowed_keys(model: type[BaseModel] | None) -> list[str]:
 
 
 _CMMS_KINDS = ("mobility_work", "amage", "servitly", "dry_run")
-_PROTOCOLS = ("modbus", "opcua", "mqtt")
+_PROTOCOLS = ("modbus", "opcua", "mqtt", "sparkplug")
 
 
 def _model_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -262,6 +302,7 @@ def _model_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
             "modbus": (src_schema.ModbusSource, src_schema.ModbusSignal),
             "opcua": (src_schema.OpcuaSource, src_schema.OpcuaSignal),
             "mqtt": (src_schema.MqttSource, src_schema.MqttSignal),
+            "sparkplug": (src_schema.SparkplugSource, src_schema.SparkplugSignal),
         }
         pair = protos.get(str(parent[2]))
         if pair is None:
@@ -355,6 +396,63 @@ def _check_names(doc: YamlDoc, data: Mapping[str, Any]) -> list[Problem]:
     return out
 
 
+def _empty_secrets(doc: YamlDoc, config: Config) -> list[Problem]:
+    """Every secret that is set but empty: an empty ${VARIABLE} must not quietly turn a check off."""
+    out: list[Problem] = []
+
+    def walk(obj: Any, path: tuple[str | int, ...], optional: bool) -> None:
+        if isinstance(obj, SecretStr):
+            if obj.get_secret_value().strip():
+                return
+            where = ".".join(str(p) for p in path)
+            variables = doc.env_refs.get(path)
+            if variables:
+                names = " and ".join(variables)
+                why = (
+                    f"{where} is empty because {names} is empty in the environment (under systemd: "
+                    "/etc/mw-gateway/env): give it a value (`openssl rand -hex 32` makes a good secret)"
+                )
+            else:
+                why = f"{where} is empty: write the secret (or ${{VARIABLE}} to read it from the environment)"
+            if optional:
+                why += f", or delete the `{path[-1]}:` line to go without it"
+            out.append(doc.problem(path, why))
+        elif isinstance(obj, BaseModel):
+            for name, info in type(obj).model_fields.items():
+                walk(getattr(obj, name), (*path, info.alias or name), not info.is_required())
+        elif isinstance(obj, Mapping):
+            for key, item in obj.items():
+                walk(item, (*path, key), optional)
+        elif isinstance(obj, list | tuple):
+            for i, item in enumerate(obj):
+                walk(item, (*path, i), optional)
+
+    walk(config, (), False)
+    return out
+
+
+def _exposure(doc: YamlDoc, config: Config) -> list[Problem]:
+    """Beyond loopback, webhooks must be signed and the status page/API must ask for credentials."""
+    http = config.http
+    if http.loopback or http.allow_unauthenticated:
+        return []
+    missing = []
+    if not _set(http.webhook_secret):
+        missing.append("webhook_secret (anyone on the network could post webhooks: stock, closed tasks)")
+    if not http.authenticated:
+        missing.append("auth_token or auth_user + auth_password (the status page and /api/* would be open)")
+    if not missing:
+        return []
+    return [
+        doc.problem(
+            ("http", "listen"),
+            f"http.listen {http.listen} reaches beyond this machine without {' and without '.join(missing)}: "
+            "set them, or write allow_unauthenticated: true if something else (a firewall, a reverse proxy "
+            "with its own authentication) guards the port",
+        )
+    ]
+
+
 def load_config(
     path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None, text: str | None = None
 ) -> Config:
@@ -389,6 +487,8 @@ def load_config(
     except ValidationError as exc:
         problems.extend(problems_from_validation(doc, exc))
         raise ConfigError(problems) from None
+    problems.extend(_empty_secrets(doc, config))
+    problems.extend(_exposure(doc, config))
     if problems:
         raise ConfigError(problems)
     return config

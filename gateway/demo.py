@@ -19,8 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gateway.app import Gateway, load_all, serve
+from gateway.core.events import DeliveryDone, FiringRecorded
 from gateway.logs import setup_logging
+from gateway.runtime.lifecycle import Gateway, serve
+from gateway.runtime.reload import load_all
 
 log = logging.getLogger("gateway.demo")
 
@@ -160,19 +162,20 @@ async def demo_main(*, seconds: float | None, port: int | None, speed: float | N
         setup_logging(fmt="text", level="WARNING", secrets=config.secrets())
         gw = Gateway(config, rules)
 
-        def on_event(kind: str, payload: Any) -> None:
-            if kind == "firing":
-                firing, result = payload
-                say(f"rule {firing.rule_id} FIRED: {firing.task.description!r} -> {result.status.value}")
-            elif kind == "delivery":
-                item, delivery = payload
-                code = f" HTTP {delivery.status_code}" if delivery.status_code else ""
-                say(
-                    f"outbox row {item.outbox_id} ({item.firing.rule_id}) -> Mobility Work: "
-                    f"{delivery.outcome.value}{code}"
-                )
+        def on_firing(event: FiringRecorded) -> None:
+            firing, result = event.firing, event.result
+            say(f"rule {firing.rule_id} FIRED: {firing.task.description!r} -> {result.status}")
 
-        gw.listeners.append(on_event)
+        def on_delivery(event: DeliveryDone) -> None:
+            item, delivery = event.item, event.delivery
+            code = f" HTTP {delivery.status_code}" if delivery.status_code else ""
+            say(
+                f"outbox row {item.outbox_id} ({item.firing.rule_id}) -> Mobility Work: "
+                f"{delivery.outcome.value}{code}"
+            )
+
+        gw.events.subscribe(FiringRecorded, on_firing)
+        gw.events.subscribe(DeliveryDone, on_delivery)
         print(
             "\nmw-gateway demo: a simulated press and pump "
             f"(Modbus TCP on 127.0.0.1:{plc.port}, machine time x{speed or DEMO_SPEED:g}),\n"

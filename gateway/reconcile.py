@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from gateway.app import Gateway
     from gateway.config import Config
     from gateway.store import Store
 
@@ -395,17 +394,21 @@ async def cmd_reconcile(
     return 0
 
 
-def reconciliation_endpoint(gw: Gateway) -> Callable[[Request], Awaitable[Response]]:
-    """`GET /api/reconciliation?since=…&rule=…&format=json|csv` (JSON by default)."""
+def reconciliation_endpoint(
+    report_of: Callable[[float | None, str | None], Awaitable[dict[str, Any]]],
+    timezone: Callable[[], str | None],
+) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /api/reconciliation?since=…&rule=…&format=json|csv` (JSON by default). `report_of(since, rule)`
+    is build_report over the gateway's store; `timezone()` the configured one (a date without an offset)."""
     from starlette.responses import JSONResponse, Response
 
     async def endpoint(request: Request) -> Response:
         since = request.query_params.get("since")
         try:
-            since_ts = parse_since(since, gw.config.gateway.timezone) if since else None
+            since_ts = parse_since(since, timezone()) if since else None
         except ValueError as exc:
             return JSONResponse({"error": str(exc).replace("--since", "since")}, status_code=400)
-        report = await build_report(gw.store, since=since_ts, rule=request.query_params.get("rule") or None)
+        report = await report_of(since_ts, request.query_params.get("rule") or None)
         if request.query_params.get("format") == "csv":
             return Response(format_csv(report), media_type="text/csv; charset=utf-8")
         return Response(json.dumps(report, ensure_ascii=False, default=str), media_type="application/json")

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from gateway.core.clock import Clock
 from gateway.core.errors import StoreError
 from gateway.disk import DISK_CHECK_INTERVAL_S, DiskStatus, check_disk, human_bytes
 from gateway.store import Store
 from gateway.store.db import describe_sqlite_error
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +55,23 @@ class Housekeeping:
 
     Logs once when the disk becomes nearly full or unwritable (ERROR) and once when it recovers (INFO).
     `disk` is the last measurement, `store_error` the last failure to write the database (None when fine).
+    `state_dir` and `retention_s` are asked on every use, so a reload is seen.
     """
 
     def __init__(
         self,
-        gw: Gateway,
+        store: Store,
         *,
+        state_dir: Callable[[], Path],
+        retention_s: Callable[[], float],
+        clock: Clock,
         disk_interval_s: float = DISK_CHECK_INTERVAL_S,
         retention_interval_s: float = RETENTION_INTERVAL_S,
     ) -> None:
-        self.gw = gw
+        self.store = store
+        self.state_dir = state_dir
+        self.retention_s = retention_s
+        self.clock = clock
         self.disk_interval_s = disk_interval_s
         self.retention_interval_s = retention_interval_s
         self.disk: DiskStatus | None = None
@@ -77,8 +83,14 @@ class Housekeeping:
     def disk_fresh(self) -> bool:
         return self.disk is not None and self.disk.ok  # a problem is re-measured on every look
 
+    def current_disk(self) -> DiskStatus:
+        """The last measurement while it was healthy; a problem is measured again (it may have cleared)."""
+        if self.disk is not None and self.disk_fresh:
+            return self.disk
+        return check_disk(self.state_dir())
+
     def check_disk(self) -> DiskStatus:
-        status = check_disk(self.gw.config.state_dir)
+        status = check_disk(self.state_dir())
         before = self.disk
         if status.problem and (before is None or not before.problem):
             log.error("%s", status.problem)
@@ -109,11 +121,8 @@ class Housekeeping:
             self.store_error = None
 
     async def prune(self) -> Pruned | None:
-        gw = self.gw
         try:
-            result = await prune(
-                gw.store, now=gw.clock.now(), retention_s=gw.config.dispatcher.delivered_retention
-            )
+            result = await prune(self.store, now=self.clock.now(), retention_s=self.retention_s())
         except (sqlite3.Error, StoreError) as exc:
             self.store_failed(exc, doing="pruning")
             return None

@@ -33,6 +33,7 @@ class YamlDoc:
     marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    env_refs: dict[Loc, list[str]] = field(default_factory=dict)  # the ${VARIABLES} a value was made from
 
     def locate(self, loc: Iterable[str | int], *, key: bool = False) -> tuple[int, int]:
         """Line and column (1-based) of the deepest node on `loc` that exists in the file.
@@ -99,15 +100,11 @@ class _Builder:
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         assert isinstance(node, ScalarNode)
         if self.interpolate is not None and node.tag == "tag:yaml.org,2002:str" and "${" in node.value:
-            text = self.interpolate(node.value, node)
-            # Re-resolve the type after substitution only for plain (unquoted) scalars: `port: ${PORT}` is an
-            # int.
-            if node.style is None:
-                resolved_tag = self.loader.resolve(ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
-                return self.loader.construct_object(
-                    ScalarNode(resolved_tag, text, node.start_mark, node.end_mark)
-                )
-            return text
+            # A substituted value stays text, quoted or not: it is never re-read as YAML, so an empty variable
+            # is "" (not null), and a secret such as 123456789, yes or 2024-01-01 stays that string. A key
+            # that wants a number or a boolean (`port: ${PORT}`) gets it from the schema's conversion.
+            self.doc.env_refs[path] = [m.group(1) for m in _ENV_REF.finditer(node.value)]
+            return self.interpolate(node.value, node)
         return self.loader.construct_object(node, deep=True)
 
 
@@ -118,8 +115,9 @@ def load_yaml(
     env: Mapping[str, str] | None = None,
     text: str | None = None,
 ) -> YamlDoc:
-    """Load one YAML file. With `env`, `${VAR}` and `${VAR:-default}` in strings are replaced from it and an
-    unset variable without a default is a problem at its line. Syntax errors become problems, not exceptions.
+    """Load one YAML file. With `env`, `${VAR}` and `${VAR:-default}` in strings are replaced from it (the
+    result is always a string, never re-read as a number, boolean, date or null) and an unset variable without
+    a default is a problem at its line. Syntax errors become problems, not exceptions.
     """
     name = display_name or str(path)
     doc = YamlDoc(file=name, data=None)

@@ -9,6 +9,7 @@
 #   sudo systemd/install.sh --uninstall --purge   also remove the config, the state and the user
 #
 # For packaging and tests: --root DIR installs below DIR (no user, no systemctl), --no-venv skips the venv.
+# Optional features: EXTRAS=servicemobility (comma-separated pip extras) installs them into the venv too.
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,7 +25,7 @@ PURGE=0
 START=1
 VENV=1
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -86,7 +87,7 @@ if [ "$VENV" = 1 ]; then
   fi
   [ -x "$P/venv/bin/python" ] || "$PYTHON" -m venv "$P/venv"
   "$P/venv/bin/python" -m pip install --quiet --upgrade pip
-  "$P/venv/bin/python" -m pip install --quiet --upgrade "$SRC"
+  "$P/venv/bin/python" -m pip install --quiet --upgrade "$SRC${EXTRAS:+[$EXTRAS]}"
   say "installed $("$P/venv/bin/mw-gateway" --version 2>/dev/null || echo mw-gateway) into $PREFIX/venv"
 fi
 install -d -m 0755 "$P/share"

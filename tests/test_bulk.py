@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.bulk import build_items, cmd_bulk
+import httpx
+
+from gateway.bulk import build_items, build_rows, cmd_bulk
 from gateway.cmms import mw_bulk as b
 from gateway.config import load_config
-from gateway.sim.mobility_work import run_mobility_work_sim
+from gateway.sim.mobility_work import Fault, MobilityWorkSim, run_mobility_work_sim
 
 KEY = "bulk-test-key-0123456789"
 
@@ -100,8 +102,12 @@ def test_cli_refuses_a_bad_file_without_sending_and_dry_run_prints_requests(tmp_
     assert "nothing was sent" in result.stderr
     good = tmp_path / "moves.csv"
     good.write_text("article,to,from\nLUBE-5L,Line 2 store,Main store\n")
+    good.write_text(good.read_text() + "OIL-1L,Line 3 store,\n")
     result = subprocess.run(
-        [*run, "relocate-spare-parts", str(good), "--dry-run"], capture_output=True, text=True, timeout=60
+        [*run, "relocate-spare-parts", str(good), "--dry-run", "--start-at", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [
@@ -110,7 +116,96 @@ def test_cli_refuses_a_bad_file_without_sending_and_dry_run_prints_requests(tmp_
                 "id": {"type": "externalReference", "value": "LUBE-5L"},
                 "from": {"name": "Main store"},
                 "to": {"name": "Line 2 store"},
-            }
+            },
+            {"id": {"type": "externalReference", "value": "OIL-1L"}, "to": {"name": "Line 3 store"}},
         ]
     ]
     assert KEY not in result.stdout + result.stderr
+    resumed = subprocess.run(
+        [*run, "relocate-spare-parts", str(good), "--dry-run", "--start-at", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert [[item["id"]["value"] for item in chunk] for chunk in json.loads(resumed.stdout)] == [["OIL-1L"]]
+
+
+# ----------------------------------------------------------------------------- issue 18 #14
+
+
+class _ArmOnRequest(httpx.AsyncHTTPTransport):
+    """A real transport that arms a simulator fault just before the Nth request goes out."""
+
+    def __init__(self, sim: MobilityWorkSim, nth: int, fault: Fault) -> None:
+        super().__init__()
+        self.sim, self.nth, self.fault, self.sent = sim, nth, fault, 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
+        if self.sent == self.nth:
+            self.sim.add_fault(self.fault)
+        return await super().handle_async_request(request)
+
+
+async def test_a_401_on_chunk_3_of_5_names_the_rows_not_sent_and_start_at_resumes(tmp_path: Path) -> None:
+    stock = tmp_path / "stock.csv"
+    stock.write_text("article,quantity\n" + "".join(f"ART-{i},{i}\n" for i in range(50)))
+    async with run_mobility_work_sim(api_key=KEY) as sim:
+        config = load_config(config_file(tmp_path, sim.url))
+        unauthorized = Fault("http_5xx", status=401, path="/partners/v1/spare-parts/stock")
+        out = io.StringIO()
+        code = await cmd_bulk(
+            config,
+            "update-stock",
+            stock,
+            out=out,
+            chunk_size=10,
+            transport=_ArmOnRequest(sim, 3, unauthorized),
+        )
+        report = out.getvalue()
+        assert code == 1
+        assert [len(r.items) for r in sim.state.bulk] == [10, 10]  # chunk 3 refused, 4 and 5 never sent
+        assert "rows 21..30 (lines 22..31): HTTP 401" in report and "the run stopped here" in report
+        assert "not sent: rows 31..50 (lines 32..51)" in report
+        assert "resume with --start-at 21" in report
+
+        resumed = io.StringIO()
+        assert await cmd_bulk(config, "update-stock", stock, out=resumed, chunk_size=10, start_at=21) == 0
+        sent = [item["id"]["value"] for r in sim.state.bulk for item in r.items]
+        assert sent == [f"ART-{i}" for i in range(50)]  # every row exactly once
+        assert "30 item(s) in 3 request(s)" in resumed.getvalue() and "not sent" not in resumed.getvalue()
+
+
+def test_non_finite_huge_and_negative_numbers_are_refused_up_front_with_their_line(tmp_path: Path) -> None:
+    stock = tmp_path / "stock.csv"
+    stock.write_text("article,quantity\nA,1\nB,NaN\nC,Infinity\nD,1e400\nE,-3\nF,2\n")
+    rows, problems = build_rows(stock, b.StockLevel)
+    assert [(p.line, p.message.split(":")[0]) for p in problems] == [
+        (3, "quantity"),
+        (4, "quantity"),
+        (5, "quantity"),
+        (6, "quantity"),
+    ]
+    assert "cannot be negative" in problems[3].message and "finite" in problems[0].message
+    assert [(r.number, r.line) for r in rows] == [(1, 2), (6, 7)]
+
+    updates = tmp_path / "updates.json"
+    updates.write_text(
+        '[{"id": "A", "minimum_stock": NaN}, {"id": "B", "maximum_stock": Infinity},'
+        ' {"id": "C", "replenishment_lot": 1e400}, {"id": "D", "unit_price": "-1", "currency": "EUR"},'
+        ' {"id": "E", "custom_fields": [{"field": "f", "value": NaN}]}, {"id": "F", "minimum_stock": 2.5}]'
+    )
+    rows, problems = build_rows(updates, b.SparePartUpdate)
+    assert [p.line for p in problems] == [1, 2, 3, 4, 5]
+    assert "cannot be sent as JSON" in problems[4].message
+    assert [r.item.id for r in rows] == ["F"]
+
+
+async def test_a_file_with_a_nan_sends_nothing(tmp_path: Path) -> None:
+    parts = tmp_path / "parts.csv"
+    parts.write_text("id,minimum_stock\n" + "".join(f"P{i},{i}\n" for i in range(30)) + "P30,nan\n")
+    async with run_mobility_work_sim(api_key=KEY) as sim:
+        config = load_config(config_file(tmp_path, sim.url))
+        assert await cmd_bulk(config, "update-spare-parts", parts, out=io.StringIO(), chunk_size=10) == 1
+        assert sim.state.bulk == [] and sim.state.requests == []

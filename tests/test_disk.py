@@ -94,11 +94,11 @@ async def test_a_database_refusing_writes_is_reported_on_healthz_and_the_gateway
 ):
     import httpx
 
-    import gateway.app
+    import gateway.runtime.pipeline
     from tests.e2e.helpers import wait_for
     from tests.web.ops_gateway import running_gateway
 
-    monkeypatch.setattr(gateway.app, "STORE_RETRY_S", 0.1)
+    monkeypatch.setattr(gateway.runtime.pipeline, "STORE_RETRY_S", 0.1)
     async with (
         running_gateway(tmp_path, free_port(), monkeypatch) as run,
         httpx.AsyncClient(base_url=run.url) as client,

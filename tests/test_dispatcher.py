@@ -7,21 +7,31 @@ The end-to-end behaviour against the real Mobility Work backend and simulator is
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from gateway.config import DispatcherSection
+from gateway.core.backoff import Backoff
 from gateway.core.clock import ManualClock
 from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem, Outcome
 from gateway.core.firings import Firing, Priority, TaskSpec
-from gateway.dispatcher import LINK_DOWN_AFTER, Dispatcher, DispatcherState, backoff_delay, month_key
+from gateway.runtime.dispatcher import (
+    LINK_DOWN_AFTER,
+    RETRY_AFTER_MAX_S,
+    Dispatcher,
+    DispatcherState,
+    month_key,
+)
 from gateway.store import Store
 from gateway.store.outbox import INTERRUPTED_ERROR
 
@@ -183,9 +193,9 @@ async def test_5xx_retries_with_capped_exponential_backoff_and_jitter(
 
 
 def test_backoff_delay_is_capped_for_any_attempt() -> None:
-    rng = random.Random(1)
+    backoff = Backoff(initial_s=5, max_s=900, jitter=0.5, rng=random.Random(1))
     for attempt in (1, 2, 10, 100, 10_000):
-        delay = backoff_delay(attempt, initial=5, cap=900, rng=rng)
+        delay = backoff.delay(attempt)
         assert delay <= 900 and delay >= min(900, 5 * 2 ** (attempt - 1)) / 2
 
 
@@ -247,7 +257,7 @@ async def test_401_pauses_everything_probes_slowly_and_resumes(
     await queue(store, "a:1", "b:1", "c:1")
     backend = FakeBackend(lambda item: Delivery(Outcome.PAUSE, 401, "HTTP 401: invalid API key"))
     d = make(store, clock, backend, settings=settings(concurrency=4, pause_probe_interval=300))
-    with caplog.at_level(logging.INFO, logger="gateway.dispatcher"):
+    with caplog.at_level(logging.INFO, logger="gateway.runtime"):
         await d.drain_once()
         assert d.status.state is DispatcherState.PAUSED and "401" in d.status.reason
         sent = len(backend.calls)
@@ -297,7 +307,7 @@ async def test_outage_probes_one_at_a_time_then_backlog_leaves_high_first_then_o
 
     backend = FakeBackend(script)
     d = make(store, clock, backend, settings=settings(concurrency=4, retry_initial=1, retry_max=30))
-    with caplog.at_level(logging.INFO, logger="gateway.dispatcher"):
+    with caplog.at_level(logging.INFO, logger="gateway.runtime"):
         for _ in range(6):
             await d.drain_once()
             clock.advance(2)
@@ -422,7 +432,7 @@ async def test_quota_warns_keeps_the_reserve_for_high_holds_at_the_limit_and_rel
     backend = FakeBackend()
     d = make(store, clock, backend, quota=10, timezone="Europe/Paris", settings=settings(concurrency=4))
     # Deliver the three high first (they leave first anyway), then normal rows up to the reserve (90%).
-    with caplog.at_level(logging.WARNING, logger="gateway.dispatcher"):
+    with caplog.at_level(logging.WARNING, logger="gateway.runtime"):
         await drain_all(d)
     # The three high rows leave before any normal one (they start together: their order among themselves
     # depends on scheduling, with concurrency 4).
@@ -527,3 +537,174 @@ async def test_a_backend_that_raises_is_retried_and_assumed_maybe_committed(
     row = await row_of(store, "a:1")
     assert row.status == "queued" and row.attempts == 1 and row.maybe_committed == 1
     assert "RuntimeError" in (row.last_error or "")
+
+
+# ---------------------------------------------------------------------------------------------- issue 13
+
+
+async def test_a_firing_rolled_back_is_never_sent(store: Store, clock: ManualClock) -> None:
+    inserted, fail = asyncio.Event(), asyncio.Event()
+
+    async def doomed_burst() -> None:  # record_firings with a full disk on its last statement
+        async with store.db.write() as conn:
+            body = json.dumps(firing("ghost:1").to_json())
+            await conn.execute(
+                "INSERT INTO firings(key, uuid, rule_id, fired_at, priority, status, body)"
+                " VALUES ('ghost:1', 'u-ghost', 'ghost', ?, 'normal', 'queued', ?)",
+                (T0, body),
+            )
+            await conn.execute(
+                "INSERT INTO outbox(firing_id, priority, status, next_attempt_at, created_at, updated_at)"
+                " SELECT id, 1, 'queued', ?, ?, ? FROM firings WHERE key='ghost:1'",
+                (T0, T0, T0),
+            )
+            inserted.set()
+            await fail.wait()
+            raise sqlite3.OperationalError("database or disk is full")
+
+    backend = FakeBackend()
+    d = make(store, clock, backend)
+    await d.recover()  # done at start-up, long before
+    writer = asyncio.create_task(doomed_burst())
+    await inserted.wait()
+    drain = asyncio.create_task(d.drain_once())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    fail.set()
+    with pytest.raises(sqlite3.OperationalError):
+        await writer
+    await drain
+    assert backend.calls == []
+    await queue(store, "real:1")  # the id the ghost had is not taken by the next firing's result
+    assert await drain_all(d) == 1 and backend.calls == ["real:1"]
+
+
+async def test_a_row_dropped_between_due_and_claim_is_not_sent(store: Store, clock: ManualClock) -> None:
+    await queue(store, "a:1")
+    backend = FakeBackend()
+    d = make(store, clock, backend)
+    read_due = store.outbox.due
+
+    async def due_then_operator_drops(**kw: Any) -> list[OutboxItem]:
+        items = await read_due(**kw)
+        for item in items:
+            assert await store.outbox.drop(item.outbox_id)
+        return items
+
+    store.outbox.due = due_then_operator_drops  # type: ignore[method-assign]
+    await d.drain_once()
+    assert backend.calls == []
+    assert (await row_of(store, "a:1")).status == "dropped"
+
+
+class FailClaims:
+    """Makes the next `n` claims fail as a full disk would."""
+
+    def __init__(self, store: Store, n: int = 1) -> None:
+        self.n, self._claim = n, store.outbox.claim
+        store.outbox.claim = self  # type: ignore[method-assign]
+
+    async def __call__(self, items: Any) -> list[OutboxItem]:
+        if self.n > 0:
+            self.n -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return await self._claim(items)
+
+
+async def test_a_failed_claim_during_a_link_down_probe_does_not_stop_delivery(
+    store: Store, clock: ManualClock
+) -> None:
+    await queue(store, *[f"n{i}:1" for i in range(LINK_DOWN_AFTER + 1)])
+    down = True
+    backend = FakeBackend(
+        lambda item: Delivery(Outcome.RETRY, None, "refused") if down else Delivery(Outcome.DONE, 201)
+    )
+    d = make(store, clock, backend, settings=settings(concurrency=4, retry_initial=1, retry_max=4))
+    for _ in range(10):
+        await d.drain_once()
+        clock.advance(5)
+    assert not d.status.link_up
+    down = False
+    FailClaims(store)
+    for _ in range(10):  # the probe's claim fails once; the next probes go on
+        await d.drain_once()
+        clock.advance(5)
+    assert (await store.outbox.counts())["delivered"] == LINK_DOWN_AFTER + 1
+
+
+async def test_a_failed_claim_during_a_pause_probe_does_not_stop_delivery(
+    store: Store, clock: ManualClock
+) -> None:
+    await queue(store, "a:1", "b:1")
+    backend = FakeBackend(lambda item: Delivery(Outcome.PAUSE, 401, "HTTP 401"))
+    d = make(store, clock, backend, settings=settings(pause_probe_interval=60))
+    await d.drain_once()
+    assert d.status.state is DispatcherState.PAUSED
+    backend.script = lambda item: Delivery(Outcome.DONE, 201)
+    FailClaims(store)
+    for _ in range(6):
+        clock.advance(60)
+        await drain_all(d)
+    assert d.status.state is DispatcherState.RUNNING
+    assert (await store.outbox.counts())["delivered"] == 2
+
+
+async def test_an_infinite_retry_after_holds_an_hour_at_most_and_resume_forgets_it(
+    store: Store, clock: ManualClock
+) -> None:
+    await queue(store, "a:1", "b:1")
+    answers = iter([Delivery(Outcome.RETRY, 429, "HTTP 429", retry_after_s=float("inf"))])
+    backend = FakeBackend(lambda item: next(answers, Delivery(Outcome.DONE, 201)))
+    d = make(store, clock, backend)
+    await d.drain_once()
+    assert d.status.hold_until == pytest.approx(T0 + RETRY_AFTER_MAX_S)
+    clock.advance(RETRY_AFTER_MAX_S)
+    assert await drain_all(d) == 2
+    # Held again by a huge value; a reload (resume) forgets the hold (the row keeps its own capped wait).
+    await queue(store, "c:1")
+    answers = iter([Delivery(Outcome.RETRY, 503, "HTTP 503", retry_after_s=1e300)])
+    assert await d.drain_once() == 1
+    await queue(store, "d:1")
+    assert await d.drain_once() == 0
+    d.resume()
+    assert d.status.hold_until is None
+    assert await drain_all(d) == 1 and backend.calls[-1] == "d:1"
+    clock.advance(RETRY_AFTER_MAX_S)
+    assert await drain_all(d) == 1 and backend.calls[-1] == "c:1"
+
+
+async def test_a_nan_retry_after_is_ignored(store: Store, clock: ManualClock) -> None:
+    await queue(store, "a:1")
+    answers = iter([Delivery(Outcome.RETRY, 429, "HTTP 429", retry_after_s=float("nan"))])
+    d = make(store, clock, FakeBackend(lambda item: next(answers, Delivery(Outcome.DONE, 201))))
+    await d.drain_once()
+    assert d.status.hold_until is None
+    row = await row_of(store, "a:1")
+    assert T0 + 5 <= row.next_attempt_at <= T0 + 10  # the ordinary backoff
+
+
+async def test_the_quota_month_follows_the_current_timezone(store: Store) -> None:
+    clock = ManualClock(datetime(2026, 1, 31, 23, 30, tzinfo=ZoneInfo("UTC")).timestamp())
+    store.outbox._clock = clock  # type: ignore[attr-defined]
+    tz: list[str | None] = [None]  # the CMMS was unreachable at start-up: no timezone yet
+    await queue(store, "a:1", "b:1")
+    d = make(store, clock, FakeBackend(), quota=100, timezone=lambda: tz[0])
+    await d.drain_once()
+    assert d.status.quota_month == "2026-01"
+    tz[0] = "Europe/Paris"  # the network settings arrived: 00:30 on 1 February in Paris
+    await d.drain_once()
+    assert d.status.quota_month == "2026-02"
+    assert await store.outbox.quota_used("2026-01") == 1 and await store.outbox.quota_used("2026-02") == 1
+
+
+async def test_an_unknown_timezone_counts_in_utc_with_one_warning(
+    store: Store, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    await queue(store, "a:1", "b:1")
+    d = make(store, clock, FakeBackend(), quota=100, timezone="Mars/Olympus_Mons")
+    with caplog.at_level(logging.WARNING, logger="gateway.runtime"):
+        assert await d.drain_once() == 1
+        assert await d.drain_once() == 1
+    assert d.status.quota_month == month_key(T0, "UTC")
+    warnings = [r for r in caplog.records if "Mars/Olympus_Mons" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.app import load_all
+from gateway.runtime.reload import load_all
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "mw-gateway.service"
@@ -47,6 +47,8 @@ def test_the_unit_is_what_the_gateway_expects():
     assert s["StateDirectory"] == ["mw-gateway"] and s["ProtectSystem"] == ["strict"]
     assert s["User"] == ["mw-gateway"]
     assert s["ExecStart"] == ["/opt/mw-gateway/venv/bin/mw-gateway run -c /etc/mw-gateway/gateway.yaml"]
+    # Bounded resources (issue 18 #10): file descriptors, memory, threads.
+    assert s["LimitNOFILE"] == ["16384"] and s["MemoryMax"] == ["512M"] and s["TasksMax"] == ["256"]
 
 
 def test_systemd_analyze_verify_passes(tmp_path):

@@ -1,6 +1,7 @@
 """Run the fault campaigns and print `N passed, N failed` per campaign and overall.
 
-Usage: python -m torture [power_cut|outage|links|input|disk|absurd ...]   (all by default, in that order)
+Usage: python -m torture [power_cut|outage|links|input|disk|sqlite_faults|absurd ...]
+       (all of them by default, in that order)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import traceback
 
 from torture import Report
 
-CAMPAIGNS = ("power_cut", "outage", "links", "input", "disk", "absurd")
+CAMPAIGNS = ("power_cut", "outage", "links", "input", "disk", "sqlite_faults", "absurd")
 
 
 def main(argv: list[str]) -> int:

@@ -22,7 +22,7 @@ from gateway.cmms.schema import HttpClientOptions, MobilityWorkConfig
 from gateway.config import DispatcherSection
 from gateway.core.clock import ManualClock
 from gateway.core.firings import Firing, Priority, TaskSpec
-from gateway.dispatcher import Dispatcher, DispatcherState
+from gateway.runtime.dispatcher import Dispatcher, DispatcherState
 from gateway.sim.mobility_work import run_mobility_work_sim
 from gateway.store import Store
 from torture import Report

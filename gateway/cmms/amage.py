@@ -2,10 +2,17 @@
 
 One delivery is up to 1 + N calls (docs/backends.md has the whole story):
 
-1. `POST {base}/add` with `uuid` = the firing uuid (uuid5 of gateway id + firing key). AMAGE lets the client
-   choose the work order's uuid, so a retried add cannot make a second order: an answer saying that uuid
-   already exists means an earlier attempt got through, and counts as success.
-2. `POST {base}/add-workorder-elementtype-plan/{uuid}` once per expected spare part. Plan lines have no
+1. `POST {base}/add` with `uuid` = the firing uuid (uuid5 of installation id + gateway id + firing key). AMAGE
+   lets the client choose the work order's uuid, so a retried add cannot make a second order. An answer
+   saying that uuid already exists counts as success only when the gateway can show it caused it: this
+   backend sent that add and never saw the answer, or the store counted an earlier attempt of the row as
+   maybe committed (`OutboxItem.maybe_committed`, e.g. in flight when the gateway died). Otherwise the
+   work order is not provably this firing's (a state database restored from a backup reuses ids): the row
+   goes DEAD with a WARNING saying so, never a silent success.
+2. `POST {base}/asset-plan/{uuid}/join-asset-to-plan-by-uuid/{resource}` when the equipment is an AMAGE
+   resource (a uuid, or mapped in `assets`): the work order's resource plan. An error saying the resource is
+   already on the plan (`duplicate_pattern`) counts as done: the work order is ours by then.
+3. `POST {base}/add-workorder-elementtype-plan/{uuid}` once per expected spare part. Plan lines have no
    client-chosen id, so the backend remembers (in memory) which lines of which work order went through; a
    failed line makes the delivery RETRY / DEAD / PAUSE, and the next attempt skips the add (or gets
    "already exists") and sends only the missing lines. After a restart between two lines, the lines sent
@@ -48,6 +55,7 @@ log = logging.getLogger(__name__)
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 NAME_MAX = 255
 _REMEMBERED_MAX = 10_000  # work orders whose plan progress is kept in memory
+_ASSET_DONE = -1  # in a work order's progress: the resource plan call went through
 
 # Rule task keys (task.extra) that become AMAGE work-order fields; other keys belong to other backends.
 EXTRA_FIELDS = {
@@ -136,6 +144,8 @@ class AmageBackend:
         )
         # work order uuid -> indexes of the material plan lines AMAGE accepted (see the module docstring)
         self._progress: OrderedDict[str, set[int]] = OrderedDict()
+        # work orders whose add this backend sent without seeing AMAGE's answer: "already exists" is ours
+        self._unanswered: OrderedDict[str, None] = OrderedDict()
 
     async def start(self) -> NetworkInfo:
         """AMAGE's document has no read endpoint to check the key with: nothing is called. A bad key or sign
@@ -224,9 +234,22 @@ class AmageBackend:
             lines.append(line)
         return lines
 
+    def asset(self, item: OutboxItem) -> str | None:
+        """The AMAGE resource uuid of the task's equipment: mapped in `assets`, or a uuid itself."""
+        equipment = item.firing.task.equipment
+        if equipment is None:
+            return None
+        mapped = self.config.assets.get(str(equipment))
+        if mapped is not None:
+            return mapped
+        return equipment if is_uuid(equipment) else None  # type: ignore[return-value]
+
     def build_request(self, item: OutboxItem) -> dict[str, Any]:
-        """What a delivery sends, without secrets: the add, then the material plan calls."""
+        """What a delivery sends, without secrets: the add, the resource plan call, the material plan."""
         rendered: dict[str, Any] = {"method": "POST", "path": self._add_path, "json": self.work_order(item)}
+        asset = self.asset(item)
+        if asset is not None:
+            rendered["asset_plan"] = {"method": "POST", "path": self._asset_path(item.firing_uuid, asset)}
         plan = [
             {"method": "POST", "path": self._plan_path(item.firing_uuid), "json": ln}
             for ln in self.plan_lines(item)
@@ -242,6 +265,9 @@ class AmageBackend:
     def _plan_path(self, wo_uuid: str) -> str:
         return f"{self._base}/add-workorder-elementtype-plan/{wo_uuid}"
 
+    def _asset_path(self, wo_uuid: str, asset: str) -> str:
+        return f"{self._base}/asset-plan/{wo_uuid}/join-asset-to-plan-by-uuid/{asset}"
+
     # --- delivery ---------------------------------------------------------------------------------------
 
     async def deliver(self, item: OutboxItem) -> Delivery:
@@ -250,10 +276,21 @@ class AmageBackend:
         wo_uuid = item.firing_uuid
         done = self._progress.get(wo_uuid)
         if done is None:
-            failed = await self._call(self._add_path, rendered["json"], rendered, started, add_uuid=wo_uuid)
+            failed = await self._call(self._add_path, rendered["json"], rendered, started, add=item)
             if failed is not None:
                 return failed
+            self._unanswered.pop(wo_uuid, None)
             done = self._remember(wo_uuid)
+        join = rendered.get("asset_plan")
+        if join is not None and _ASSET_DONE not in done:
+            failed = await self._call(join["path"], None, rendered, started, join=True)
+            if failed is not None:
+                failed.error = (
+                    f"work order {wo_uuid} is in AMAGE, but joining its resource failed: {failed.error}"
+                )
+                failed.remote_id = wo_uuid
+                return failed
+            done.add(_ASSET_DONE)
         plan = rendered.get("material_plan", [])
         for index, call in enumerate(plan):
             if index in done:
@@ -287,14 +324,17 @@ class AmageBackend:
     async def _call(
         self,
         path: str,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | None,
         rendered: dict[str, Any],
         started: float,
         *,
-        add_uuid: str = "",
+        add: OutboxItem | None = None,
+        join: bool = False,
     ) -> Delivery | None:
-        """One signed POST; None when AMAGE accepted it, else the failed Delivery."""
-        content = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        """One signed POST; None when AMAGE accepted it, else the failed Delivery. `add`: this is the work
+        order's add, for that item."""
+        text = "" if payload is None else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        content = text.encode("utf-8")
         request = self._client.build_request("POST", path, content=content)
         request.headers["Content-Type"] = "application/json"
         cfg, prefix = self.config, self.config.header_prefix
@@ -313,18 +353,33 @@ class AmageBackend:
             response = await self._client.send(request)
         except httpx.HTTPError as exc:
             failed = delivery_from_exception(exc, request=rendered, elapsed_s=time.monotonic() - started)
-            if add_uuid:
+            if add is not None:
+                if failed.maybe_committed:
+                    self._sent_unanswered(add.firing_uuid)
                 failed.maybe_committed = False  # the retry carries the same uuid: no second work order
             return failed
-        return self._interpret(response, rendered, started, add_uuid=add_uuid)
+        return self._interpret(response, rendered, started, add=add, join=join)
+
+    def _sent_unanswered(self, wo_uuid: str) -> None:
+        self._unanswered[wo_uuid] = None
+        while len(self._unanswered) > _REMEMBERED_MAX:
+            self._unanswered.popitem(last=False)
 
     def _interpret(
-        self, response: httpx.Response, rendered: dict[str, Any], started: float, *, add_uuid: str
+        self,
+        response: httpx.Response,
+        rendered: dict[str, Any],
+        started: float,
+        *,
+        add: OutboxItem | None,
+        join: bool = False,
     ) -> Delivery | None:
         status = response.status_code
         elapsed = time.monotonic() - started
         body = response_body(response)
         if not (isinstance(body, dict) and "success" in body):
+            if add is not None and status in (502, 504):  # a proxy's answer: AMAGE may have committed
+                self._sent_unanswered(add.firing_uuid)
             if 200 <= status < 300:
                 return Delivery(
                     Outcome.PAUSE,
@@ -339,13 +394,11 @@ class AmageBackend:
             )
         if body.get("success") is True and 200 <= status < 300:
             return None
-        message = str(body.get("message") or "")
-        if add_uuid and self._is_duplicate(body, add_uuid):
-            log.debug(
-                "AMAGE already has work order %s (an earlier attempt got through): %s", add_uuid, message
-            )
-            return None
+        if add is not None and self._is_duplicate(body, add.firing_uuid):
+            return self._already_exists(add, status, body, rendered, elapsed)
         code = str(body.get("errorCode", "")).upper()
+        if join and code != "NOT_FOUND" and self._duplicate.search(str(body.get("message") or "")):
+            return None  # the resource is on our work order's plan already
         outcome = outcome_for_status(status)
         if code in _PAUSE_CODES:
             outcome = Outcome.PAUSE
@@ -364,6 +417,25 @@ class AmageBackend:
             request=rendered,
             retry_after_s=retry_after,
             elapsed_s=elapsed,
+        )
+
+    def _already_exists(
+        self, item: OutboxItem, status: int, body: dict[str, Any], rendered: dict[str, Any], elapsed: float
+    ) -> Delivery | None:
+        """AMAGE holds a work order with this firing's uuid: ours (None: go on) when provable, else DEAD."""
+        wo_uuid, message = item.firing_uuid, str(body.get("message") or "")
+        if wo_uuid in self._unanswered or item.maybe_committed > 0:
+            log.info("AMAGE already has work order %s: an earlier attempt got through (%s)", wo_uuid, message)
+            self._unanswered.pop(wo_uuid, None)
+            return None
+        error = (
+            f"AMAGE already has work order {wo_uuid}, and no earlier attempt of this firing may have created "
+            "it: not provably this firing's (a state database restored from a backup, or copied to a second "
+            f"gateway, reuses firing ids). Check that work order in AMAGE. AMAGE said: {message}"
+        )
+        log.warning("outbox row %d (rule %s): %s", item.outbox_id, item.firing.rule_id, error)
+        return Delivery(
+            Outcome.DEAD, status_code=status, error=error, details=body, request=rendered, elapsed_s=elapsed
         )
 
     def _is_duplicate(self, body: dict[str, Any], wo_uuid: str) -> bool:

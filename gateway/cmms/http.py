@@ -6,6 +6,8 @@ CMMS-neutral: every backend builds its own request, then hands the response (or 
     2xx                      DONE
     401, 403                 PAUSE   (credentials or plan: stop sending, keep everything queued)
     408, 425, 429, 5xx       RETRY   (Retry-After honoured: seconds or an HTTP date)
+    502, 504                 RETRY   with maybe_committed=True (a proxy's answer: the CMMS behind it may
+                                     have committed the request before the proxy gave up)
     other 4xx                DEAD    (the server's body kept verbatim in `details`)
     connect error/timeout    RETRY   (the request never reached the server)
     read timeout, dropped    RETRY   with maybe_committed=True (it may have been committed)
@@ -27,6 +29,7 @@ from gateway.core.delivery import Delivery, Outcome
 
 PRODUCT = f"mw-gateway/{__version__}"
 MAX_ERROR_BODY_CHARS = 20_000
+PROXY_ANSWERS = (502, 504)  # bad gateway, gateway timeout: the request may have reached the CMMS
 
 
 def user_agent(gateway_id: str, network_name: str | None = None) -> str:
@@ -147,6 +150,7 @@ def delivery_from_response(
         request=request,
         retry_after_s=retry_after,
         elapsed_s=elapsed_s,
+        maybe_committed=status in PROXY_ANSWERS,
     )
 
 

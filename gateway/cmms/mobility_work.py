@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
@@ -22,24 +22,30 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem, Outcome
 from gateway.core.errors import BackendError
 from gateway.core.firings import TaskSpec
+from gateway.core.statelog import StateLog
 
 log = logging.getLogger(__name__)
 
 TASKS_PATH = "/partners/v1/tasks"
 SETTINGS_PATH = "/partners/v1/network/settings"
 
-# The equipment_identifier schema's typed form, as the document's samples write it.
+# The equipment_identifier schema's types, in the task endpoint's own words (seed 001, "Schedule a new task":
+# "native", "external", "email", "code"; "For equipment you can mix both native and external identifiers").
 EQUIPMENT_NATIVE = "native"
-EQUIPMENT_EXTERNAL = "externalReference"  # an equipment's external reference is its item code
+EQUIPMENT_EXTERNAL = "external"  # an equipment's external reference is its item code
+EquipmentForm = Literal["external", "externalReference", "plain"]
 
 
-def equipment_identifier(equipment: str | int) -> dict[str, Any]:
-    """str -> external reference (item code), int -> native id; always the typed object form."""
+def equipment_identifier(equipment: str | int, form: EquipmentForm = "external") -> str | dict[str, Any]:
+    """int -> native id (typed); str -> item code as `{"type": "external"}` (default), `{"type":
+    "externalReference"}`, or the bare string (`plain`, the API infers the type)."""
     if isinstance(equipment, bool):
         raise TypeError("equipment must be an item code (str) or a native id (int)")
     if isinstance(equipment, int):
         return {"type": EQUIPMENT_NATIVE, "value": equipment}
-    return {"type": EQUIPMENT_EXTERNAL, "value": equipment}
+    if form == "plain":
+        return equipment
+    return {"type": form, "value": equipment}
 
 
 def assignee_identifier(assignee: str | int) -> dict[str, Any]:
@@ -68,6 +74,7 @@ def task_payload(
     tz: tzinfo,
     metadata: dict[str, Any],
     send_email_default: bool = False,
+    equipment_form: EquipmentForm = "external",
 ) -> dict[str, Any]:
     """The JSON body of `POST /partners/v1/tasks` for one rendered task."""
     if task.equipment is None:
@@ -75,7 +82,7 @@ def task_payload(
     start = datetime.fromtimestamp(round(fired_at), tz)
     end = start + timedelta(seconds=round(task.duration_s))
     body: dict[str, Any] = {
-        "equipment": equipment_identifier(task.equipment),
+        "equipment": equipment_identifier(task.equipment, equipment_form),
         "description": task.description,
         "startDateTime": start.isoformat(),
         "endDateTime": end.isoformat(),
@@ -137,6 +144,7 @@ class MobilityWorkBackend:
         self._tz_override = _zone(timezone)
         self._clock = clock or SystemClock()
         self.network: NetworkInfo | None = None  # None until the settings were read once
+        self._settings_log = StateLog(log, "Mobility Work network settings")
         self._client = make_mw_client(config, gateway_id=gateway_id, transport=transport)
 
     @property
@@ -177,28 +185,32 @@ class MobilityWorkBackend:
         return info
 
     async def start(self) -> NetworkInfo:
+        return await self._read_settings() or NetworkInfo()
+
+    async def _read_settings(self) -> NetworkInfo | None:
+        """The settings, logged once when they become known or unreadable; None when unknown.
+        BackendError (key or plan refused) propagates."""
         try:
             info = await self._fetch_settings()
         except httpx.HTTPStatusError as exc:
-            log.warning("Mobility Work network settings: %s; tasks will be queued", exc)
-            return NetworkInfo()
+            why = str(exc)
         except httpx.HTTPError as exc:
-            log.warning(
-                "Mobility Work unreachable at start-up (%s); tasks will be queued",
-                http.describe_exception(exc)[0],
-            )
-            return NetworkInfo()
+            why = f"Mobility Work unreachable ({http.describe_exception(exc)[0]})"
         except ValueError as exc:  # the body is not JSON
-            log.warning("Mobility Work network settings unreadable (%s); tasks will be queued", exc)
-            return NetworkInfo()
-        log.info(
-            "Mobility Work network %r (%s), timezone %s, currency %s",
-            info.name,
-            info.network_id,
-            info.timezone,
-            info.currency,
-        )
-        return info
+            why = f"unreadable ({exc})"
+        else:
+            self._settings_log.change(
+                "known",
+                logging.INFO,
+                "network %r (%s), timezone %s, currency %s",
+                info.name,
+                info.network_id,
+                info.timezone,
+                info.currency,
+            )
+            return info
+        self._settings_log.change("unknown", logging.WARNING, "%s; tasks will be queued", why)
+        return None
 
     def metadata_for(self, item: OutboxItem) -> dict[str, Any]:
         """The rule's metadata, then ours on top (ours win on conflict)."""
@@ -218,6 +230,7 @@ class MobilityWorkBackend:
             tz=self.timezone,
             metadata=self.metadata_for(item),
             send_email_default=self.config.send_email_to_assignees,
+            equipment_form=self.config.equipment_identifier,
         )
         return {"method": "POST", "path": TASKS_PATH, "json": body}
 
@@ -225,8 +238,8 @@ class MobilityWorkBackend:
         if self.network is None and self._tz_override is None:
             # Started while the CMMS was unreachable: learn the timezone now if we can (UTC otherwise).
             try:
-                await self._fetch_settings()
-            except (httpx.HTTPError, BackendError, ValueError) as exc:
+                await self._read_settings()
+            except BackendError as exc:  # the POST will say so too (PAUSE)
                 log.debug("network settings still unknown: %s", exc)
         try:
             request = self.build_request(item)

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from gateway.cmms import http
-from gateway.cmms.mobility_work import make_mw_client
+from gateway.cmms.mobility_work import EquipmentForm, equipment_identifier, make_mw_client
 from gateway.cmms.schema import MobilityWorkConfig
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.delivery import Delivery, Outcome
@@ -104,12 +104,11 @@ def spare_part_id(value: str | dict[str, Any]) -> dict[str, Any]:
     return {"type": "externalReference", "value": value}
 
 
-def equipment_id(value: str | int | dict[str, Any]) -> dict[str, Any]:
+def equipment_id(value: str | int | dict[str, Any], form: EquipmentForm = "external") -> str | dict[str, Any]:
+    """The equipment_identifier schema, as for tasks (`cmms.equipment_identifier`: the item code's form)."""
     if isinstance(value, dict):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return {"type": "native", "value": value}
-    return {"type": "externalReference", "value": value}
+    return equipment_identifier(value, form)
 
 
 def _put(out: dict[str, Any], key: str, value: Any) -> None:
@@ -343,6 +342,7 @@ class MobilityWorkBulk:
         self.backoff_s = backoff_s
         self.max_wait_s = max_wait_s
         self._clock = clock or SystemClock()
+        self._equipment_form: EquipmentForm = config.equipment_identifier
         self._client = make_mw_client(config, gateway_id=gateway_id, transport=transport)
 
     async def __aenter__(self) -> MobilityWorkBulk:
@@ -369,7 +369,8 @@ class MobilityWorkBulk:
         return await self._send("POST", "/partners/v1/equipments", items)
 
     async def update_equipment(self, items: Sequence[EquipmentUpdate]) -> BulkResult:
-        return await self._send("POST", "/partners/v1/equipment/attributes", items)
+        payload = [{**item.to_json(), "id": equipment_id(item.id, self._equipment_form)} for item in items]
+        return await self._send("POST", "/partners/v1/equipment/attributes", payload)
 
     async def create_locations(self, items: Sequence[NewLocation]) -> BulkResult:
         return await self._send("POST", "/partners/v1/locations/create/bulk", items)
@@ -378,7 +379,7 @@ class MobilityWorkBulk:
         return await self._send("POST", "/partners/v1/spare-parts/relocate/bulk", items)
 
     async def _send(self, method: str, path: str, items: Sequence[Any]) -> BulkResult:
-        payload = [item.to_json() for item in items]
+        payload = [item if isinstance(item, dict) else item.to_json() for item in items]
         result = BulkResult(path=path, items=len(payload))
         for chunk in chunks(payload, self.chunk_size):
             delivery = await self._send_chunk(method, path, list(chunk))

@@ -40,6 +40,11 @@ class MobilityWorkConfig(_Strict):
     monthly_quota: int | None = Field(default=None, ge=0)  # overrides the plan's quota
     network_name: str | None = None
     send_email_to_assignees: bool = False
+    # How an item code (a rule's string equipment) is written: the task endpoint's own words are
+    # {"type": "external"} (seed 001, "equipment_identifier"); "externalReference" is the spare parts' name
+    # for it, "plain" sends the bare item code and lets the API infer the type. Change it only for a network
+    # that proves the default wrong (docs/mobility-work.md).
+    equipment_identifier: Literal["external", "externalReference", "plain"] = "external"
     http: HttpClientOptions = HttpClientOptions()
 
     @property
@@ -65,7 +70,10 @@ class AmageConfig(_Strict):
     department_uuid: str | None = None  # assignedDepartmentUuid when the rule names no user or department
     users: dict[str, str] = Field(default_factory=dict)  # rule assignee (e-mail or id) -> AMAGE user uuid
     element_types: dict[str, str] = Field(default_factory=dict)  # spare-part article -> element type uuid
-    duplicate_pattern: str = r"(?i)already exists|duplicate"  # how AMAGE says "this uuid is taken"
+    # rule equipment (item code or id) -> AMAGE resource uuid, joined to the work order's resource plan
+    assets: dict[str, str] = Field(default_factory=dict)
+    # how AMAGE says "this uuid is taken" / "this resource is already on the plan"
+    duplicate_pattern: str = r"(?i)already exists|already in|duplicate"
     monthly_quota: int | None = Field(default=None, ge=0)
     http: HttpClientOptions = HttpClientOptions()
 
@@ -107,7 +115,8 @@ class ServitlyConfig(_Strict):
     pat: SecretStr | None = None  # personal access token -> POST /identity/users/patLogin
     email: str | None = None  # user credentials -> POST /identity/users/login
     password: SecretStr | None = None
-    endpoint: Literal["maintenanceWorks", "historicalEvents"] = "maintenanceWorks"
+    # seed 003: maintenanceWorks is "Deprecated ... Use the EVENTS endpoints instead"
+    endpoint: Literal["maintenanceWorks", "historicalEvents"] = "historicalEvents"
     event_type: str = "MAINTENANCE"  # maintenanceWorks `type`, unless the rule sets type
     alert_definition_id: str | None = None  # historicalEvents `alertDefinitionId`, unless the rule sets it
     things: dict[str, str] = Field(default_factory=dict)  # equipment -> thingId, when the rule gives none

@@ -30,6 +30,7 @@ from gateway.cmms.schema import ServitlyConfig
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem, Outcome
 from gateway.core.errors import BackendError
+from gateway.core.statelog import StateLog
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class ServitlyBackend:
         self._expires_at: float | None = None  # Unix seconds, when the login said
         self._login_lock = asyncio.Lock()
         self.logins = 0  # how many logins this backend made (status page, tests)
+        self._login_log = StateLog(log, f"Servitly tenant {config.tenant}")
 
     @property
     def path(self) -> str:
@@ -100,6 +102,7 @@ class ServitlyBackend:
             failed = delivery_from_exception(exc, request=shown, elapsed_s=time.monotonic() - started)
             failed.error = f"Servitly login: {failed.error}"
             failed.maybe_committed = False
+            self._login_log.change("failed", logging.WARNING, "%s; tasks stay queued", failed.error)
             raise _LoginFailed(failed) from None
         answer = response_body(response)
         token = answer.get("token") if isinstance(answer, dict) else None
@@ -118,6 +121,7 @@ class ServitlyBackend:
                 else "login (email, password, api_key)"
             )
             failed.error = f"Servitly {method} refused, tenant {self.config.tenant}: {failed.error}"
+            self._login_log.change("failed", logging.WARNING, "%s; tasks stay queued", failed.error)
             raise _LoginFailed(failed)
         assert isinstance(answer, dict)
         self._token = token
@@ -127,7 +131,7 @@ class ServitlyBackend:
         else:
             self._expires_at = None
         self.logins += 1
-        log.debug("Servitly login for tenant %s; token valid until %s", self.config.tenant, self._expires_at)
+        self._login_log.change("ok", logging.INFO, "logged in; token valid until %s", self._expires_at)
         return answer
 
     def _token_usable(self) -> bool:
@@ -157,7 +161,7 @@ class ServitlyBackend:
         except _LoginFailed as exc:
             if exc.delivery.outcome is Outcome.PAUSE:
                 raise BackendError(exc.delivery.error) from None
-            log.warning("Servitly is not reachable at start-up (%s); tasks are queued", exc.delivery.error)
+            # not reachable: the login failure was logged once (and its recovery will be)
             return NetworkInfo(timezone=self._timezone, name=self.config.tenant)
         return NetworkInfo(
             timezone=self._timezone,
@@ -207,14 +211,21 @@ class ServitlyBackend:
             props["trigger"] = firing.trigger
         if firing.task.equipment is not None:
             props["equipment"] = str(firing.task.equipment)
+        if firing.task.spare_parts:  # no field for them in either endpoint: a string property, like the rest
+            props["spareParts"] = json.dumps(
+                [{"article": p.article, "quantity": p.quantity} for p in firing.task.spare_parts],
+                separators=(",", ":"),
+            )
         return props
 
     def body(self, item: OutboxItem) -> dict[str, Any]:
+        # Only the start: the firing is when the need arose. No endTimestamp ("when the maintenance work
+        # completed", seed 003): the work has not been done yet, and firing time + duration would be a
+        # completion in the future.
         firing, task, cfg = item.firing, item.firing.task, self.config
         start_ms = round(firing.fired_at * 1000)
-        end_ms = round((firing.fired_at + task.duration_s) * 1000)
         if cfg.endpoint == "historicalEvents":
-            body: dict[str, Any] = {"startTimestamp": start_ms, "endTimestamp": end_ms, **self.target(item)}
+            body: dict[str, Any] = {"startTimestamp": start_ms, **self.target(item)}
             definition = task.extra.get("alert_definition_id") or cfg.alert_definition_id
             if definition:
                 body["alertDefinitionId"] = str(definition)
@@ -223,7 +234,6 @@ class ServitlyBackend:
             return body
         body = {
             "startTimestamp": start_ms,
-            "endTimestamp": end_ms,
             "type": str(task.extra.get("type") or cfg.event_type),
             "description": task.description,
             **self.target(item),

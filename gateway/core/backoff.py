@@ -33,3 +33,13 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+    def delay(self, attempt: int) -> float:
+        """The jittered delay before retry number `attempt` (1-based) of a series counted elsewhere (an
+        outbox row's attempts): initial for 1, doubling up to max_s. Leaves this object's own count alone."""
+        exponent = max(0, attempt - 1)
+        try:
+            base = min(self.initial_s * self.factor**exponent, self.max_s)
+        except OverflowError:  # factor**exponent beyond a float: long capped
+            base = self.max_s
+        return base * (1.0 - self.jitter * self._rng.random())

@@ -43,6 +43,8 @@ class OutboxItem:
     firing_uuid: str  # goes into the task metadata as "firing"
     firing: Firing
     attempts: int  # attempts made before this one
+    claim: str | None = None  # the store's token for this attempt once claimed (None: not claimed)
+    maybe_committed: int = 0  # earlier attempts of this row that may have reached the CMMS (store's count)
 
 
 @dataclass

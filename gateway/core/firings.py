@@ -7,13 +7,14 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Firing uuids are derived from (gateway id, firing key) so that the same firing always gets the same uuid,
-# even when recomputed after a crash.
+# Firing uuids are derived from (installation id, gateway id, firing key): the same firing always gets the
+# same uuid, even when recomputed after a crash, and a new state database (a new installation id, random,
+# made with the database) never reuses an old firing's uuid when its counters start again from zero.
 FIRING_NAMESPACE = uuid.UUID("6f1c2d3e-9a51-4c6b-8e0f-1d2c3b4a5968")
 
 
-def firing_uuid(gateway_id: str, key: str) -> str:
-    return str(uuid.uuid5(FIRING_NAMESPACE, f"{gateway_id}\x00{key}"))
+def firing_uuid(installation_id: str, gateway_id: str, key: str) -> str:
+    return str(uuid.uuid5(FIRING_NAMESPACE, f"{installation_id}\x00{gateway_id}\x00{key}"))
 
 
 class Priority(enum.StrEnum):

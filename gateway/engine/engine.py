@@ -206,6 +206,10 @@ class Engine:
         self._dirty.clear()
         return out
 
+    def mark_dirty(self, rule_ids: Iterable[str]) -> None:
+        """These rules' state was taken but not saved (the write failed): take it again with the next call."""
+        self._dirty.update(rid for rid in rule_ids if rid in self._runtimes)
+
     def export_state(self) -> dict[str, Any]:
         return {rid: runtime.export() for rid, runtime in self._runtimes.items()}
 

@@ -9,11 +9,16 @@ It validates what the AMAGE document (seed 002) says, as strictly as the documen
   "BAD_REQUEST", "message": "Work order with uuid … already exists"}` (the document is silent on duplicates:
   that is the assumption docs/backends.md describes);
 - `POST {base}/add-workorder-elementtype-plan/{uuid}`: the work order must exist;
+- `POST {base}/asset-plan/{work-order-uuid}/join-asset-to-plan-by-uuid/{uuid}` (the resource plan; the
+  document describes no body): the work order must exist, the resource too once `asset` records are
+  declared; the same resource twice answers an error, as the document says ("If a resource is added multiple
+  times to a given work order, the query will return an error");
 - a reference (`typeUuid`, `assignedUserUuid`, `elementTypeUuid`, …) to an unknown record answers HTTP 400
   with `errorCode: "NOT_FOUND"`, as the document describes, when the simulator was told which records exist.
 
-Control API under `/_sim/` (JSON): `GET state`, `GET requests`, `POST faults` (a list or one fault),
-`DELETE faults`, `POST records` (`{"user": [uuid, …], "elementType": {code: uuid}, …}`), `POST reset`.
+Control API under `/_sim/` (JSON): the shared ones of `harness` (state, requests, faults, down, reset) and
+`POST records` (`{"user": [uuid, …], "elementType": {code: uuid}, "asset": [uuid, …], …}`). Faults: the
+one vocabulary of `harness.Fault`.
 
     async with run_amage_sim(device_uuid=..., api_key=..., key_secret=...) as sim:
         sim.url, sim.state.work_orders, sim.state.requests
@@ -37,7 +42,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.sim.harness import Fault, FaultPlan, ReceivedRequest, control_routes, handle_with_faults, serve
+from gateway.sim.harness import Fault, FaultPlan, RecordedRequest, control_routes, serving
+from gateway.sim.server import SimServer
 
 BASE_PATH = "/rest/amage/v1/work-orders"
 STATES = ("NEW", "SCHEDULED", "IN_PROGRESS", "ON_HOLD", "FINISHED", "VOID")
@@ -74,7 +80,7 @@ _WO_FIELDS = frozenset(
     ("uuid", "stateName", "priorityName", "archived", *_WO_STRINGS, *_WO_DATES, *_WO_NUMBERS, *_WO_REFERENCES)
 )
 _PLAN_FIELDS = frozenset(("workOrderUuid", "elementTypeUuid", "itemCount", "category", "code"))
-_RECORD_KINDS = frozenset((*_WO_REFERENCES.values(), "elementType"))
+_RECORD_KINDS = frozenset((*_WO_REFERENCES.values(), "elementType", "asset"))
 
 
 class _Rejected(Exception):
@@ -100,13 +106,15 @@ class AmageSimState:
     element_type_codes: dict[str, str] = field(default_factory=dict)  # code -> element type uuid
     work_orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # uuid -> accepted body + "id"
     plans: list[dict[str, Any]] = field(default_factory=list)  # accepted plan bodies + "uuid", "workOrder"
-    requests: list[ReceivedRequest] = field(default_factory=list)
+    asset_plans: list[dict[str, Any]] = field(default_factory=list)  # {"uuid", "workOrder", "asset"}
+    requests: list[RecordedRequest] = field(default_factory=list)
     faults: FaultPlan = field(default_factory=FaultPlan)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1001))
 
     def reset(self) -> None:
         self.work_orders.clear()
         self.plans.clear()
+        self.asset_plans.clear()
         self.requests.clear()
         self.faults.clear()
 
@@ -135,6 +143,7 @@ class AmageSimState:
         return {
             "work_orders": list(self.work_orders.values()),
             "plans": self.plans,
+            "asset_plans": self.asset_plans,
             "requests": len(self.requests),
             "faults": self.faults.pending(),
         }
@@ -144,6 +153,7 @@ class AmageSimState:
 class AmageSim:
     url: str
     state: AmageSimState
+    server: SimServer
 
 
 def _result(
@@ -257,7 +267,18 @@ def _validate_plan(state: AmageSimState, wo_uuid: str, data: dict[str, Any]) -> 
         raise _Rejected("Field 'elementTypeUuid' or 'code' is required")
 
 
-def build_app(state: AmageSimState) -> Starlette:
+def _join_asset(state: AmageSimState, wo_uuid: str, asset: str) -> Response:
+    if wo_uuid not in state.work_orders:
+        raise _Rejected(f"Work order with uuid {wo_uuid} was not found", error_code="NOT_FOUND")
+    _check_reference(state, "uuid", asset, "asset")
+    if any(p["workOrder"] == wo_uuid and p["asset"] == asset for p in state.asset_plans):
+        raise _Rejected(f"Resource {asset} is already in the plan of work order {wo_uuid}")
+    entry = str(uuid.uuid4())
+    state.asset_plans.append({"uuid": entry, "workOrder": wo_uuid, "asset": asset})
+    return _result(200, uuid_=entry, id_=next(state._ids))
+
+
+def build_app(state: AmageSimState, server: SimServer) -> Starlette:
     def respond(request: Request, body: bytes) -> Response:
         try:
             _check_signature(state, request, body)
@@ -266,7 +287,7 @@ def build_app(state: AmageSimState) -> Starlette:
             return _result(rejected.status, error_code=rejected.error_code, message=rejected.message)
 
     async def api(request: Request) -> Response:
-        return await handle_with_faults(state, request, respond)
+        return respond(request, await request.body())
 
     async def sim_records(request: Request) -> Response:
         try:
@@ -280,7 +301,7 @@ def build_app(state: AmageSimState) -> Starlette:
 
     return Starlette(
         routes=[
-            *control_routes(state),
+            *control_routes(state, server),
             Route("/_sim/records", sim_records, methods=["POST"]),
             Route("/{path:path}", api, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
@@ -315,6 +336,10 @@ def _handle(state: AmageSimState, request: Request, body: bytes) -> Response:
         plan_uuid = str(uuid.uuid4())
         state.plans.append({**data, "uuid": plan_uuid, "workOrder": arg})
         return _result(200, uuid_=plan_uuid)
+    if action == "asset-plan":
+        wo_uuid, _, join = arg.partition("/join-asset-to-plan-by-uuid/")
+        if _UUID.match(wo_uuid) and _UUID.match(join):
+            return _join_asset(state, wo_uuid, join)
     raise _Rejected(f"No such endpoint: {path}", error_code="NOT_FOUND", status=404)
 
 
@@ -324,8 +349,8 @@ async def run_amage_sim(
 ) -> AsyncIterator[AmageSim]:
     """Serve the simulator in the caller's event loop until the block exits. `options` build the state."""
     state = state if state is not None else AmageSimState(**options)
-    async with serve(build_app(state), host=host, port=port, faults=state.faults) as url:
-        yield AmageSim(url=url, state=state)
+    async with serving(lambda server: build_app(state, server), state, host=host, port=port) as server:
+        yield AmageSim(url=server.url, state=state, server=server)
 
 
 __all__ = ["BASE_PATH", "AmageSim", "AmageSimState", "Fault", "build_app", "run_amage_sim"]

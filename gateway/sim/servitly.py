@@ -8,12 +8,13 @@ What it checks (seed 003 and Servitly's public reference):
 - every call needs `X-Servitly-Tenant` (400 without); data calls need `Authorization: Bearer <token>`: an
   unknown or expired token answers 401 `{"message": "User not authenticated"}`, a token of another tenant 403;
 - `POST /inventory/maintenanceWorks`: only the documented fields, int64 timestamps, string `properties`
-  values, a `thingId` or a `locationId`; 201 with the stored object and its `id`;
+  values, a `thingId` or a `locationId`, no `endTimestamp` in the future ("when the maintenance work
+  completed"); 201 with the stored object and its `id`;
 - `POST /inventory/historicalEvents`: `alertDefinitionId`, `startTimestamp`, `endTimestamp`, `locationId`,
   `thingId`, `notes`; the same checks; 201.
 
-Control API under `/_sim/` (JSON): `GET state`, `GET requests`, `POST faults`, `DELETE faults`,
-`POST expire_tokens` (every issued token expires now), `POST reset`.
+Control API under `/_sim/` (JSON): the shared ones of `harness` (state, requests, faults, down, reset) and
+`POST expire_tokens` (every issued token expires now). Faults: the one vocabulary of `harness.Fault`.
 
     async with run_servitly_sim(tenant="acme", api_key=..., pat=..., token_lifetime_s=60) as sim:
         sim.url, sim.state.maintenance_works, sim.state.requests
@@ -36,7 +37,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.core.clock import Clock, SystemClock
-from gateway.sim.harness import Fault, FaultPlan, ReceivedRequest, control_routes, handle_with_faults, serve
+from gateway.sim.harness import Fault, FaultPlan, RecordedRequest, control_routes, serving
+from gateway.sim.server import SimServer
 
 _WORK_STRINGS = ("type", "description", "outcome", "userEmail", "thingId", "locationId")
 _WORK_FIELDS = frozenset(("startTimestamp", "endTimestamp", "properties", *_WORK_STRINGS))
@@ -73,7 +75,7 @@ class ServitlySimState:
     logins: int = 0
     maintenance_works: list[dict[str, Any]] = field(default_factory=list)
     historical_events: list[dict[str, Any]] = field(default_factory=list)
-    requests: list[ReceivedRequest] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
     faults: FaultPlan = field(default_factory=FaultPlan)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -120,6 +122,7 @@ class ServitlySimState:
 class ServitlySim:
     url: str
     state: ServitlySimState
+    server: SimServer
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -203,6 +206,9 @@ def _maintenance_work(state: ServitlySimState, data: dict[str, Any]) -> Response
     if unknown:
         raise _Refused(400, f"Bad request: unrecognized field(s) {', '.join(unknown)}")
     _timestamps(data)
+    # "endTimestamp: The timestamp when the maintenance work completed": not a time still to come
+    if "endTimestamp" in data and data["endTimestamp"] > state.clock.now() * 1000:
+        raise _Refused(400, "Bad request: endTimestamp is in the future (the work has not completed)")
     _strings(data, _WORK_STRINGS)
     if "userEmail" in data and "@" not in data["userEmail"]:
         raise _Refused(400, "Bad request: userEmail is not an e-mail address")
@@ -251,7 +257,7 @@ def _handle(state: ServitlySimState, request: Request, body: bytes) -> Response:
     return handler(state, _json_object(body))
 
 
-def build_app(state: ServitlySimState) -> Starlette:
+def build_app(state: ServitlySimState, server: SimServer) -> Starlette:
     def respond(request: Request, body: bytes) -> Response:
         try:
             return _handle(state, request, body)
@@ -259,7 +265,7 @@ def build_app(state: ServitlySimState) -> Starlette:
             return JSONResponse({"message": refused.message}, status_code=refused.status)
 
     async def api(request: Request) -> Response:
-        return await handle_with_faults(state, request, respond)
+        return respond(request, await request.body())
 
     async def sim_expire(request: Request) -> Response:
         state.expire_tokens()
@@ -267,7 +273,7 @@ def build_app(state: ServitlySimState) -> Starlette:
 
     return Starlette(
         routes=[
-            *control_routes(state),
+            *control_routes(state, server),
             Route("/_sim/expire_tokens", sim_expire, methods=["POST"]),
             Route("/{path:path}", api, methods=["GET", "POST", "PUT", "DELETE"]),
         ]
@@ -280,8 +286,8 @@ async def run_servitly_sim(
 ) -> AsyncIterator[ServitlySim]:
     """Serve the simulator in the caller's event loop until the block exits. `options` build the state."""
     state = state if state is not None else ServitlySimState(**options)
-    async with serve(build_app(state), host=host, port=port, faults=state.faults) as url:
-        yield ServitlySim(url=url, state=state)
+    async with serving(lambda server: build_app(state, server), state, host=host, port=port) as server:
+        yield ServitlySim(url=server.url, state=state, server=server)
 
 
 __all__ = ["Fault", "ServitlySim", "ServitlySimState", "build_app", "run_servitly_sim"]

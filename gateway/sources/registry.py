@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.core.clock import Clock
+from gateway.core.errors import GatewayError
 from gateway.core.ports import Source
-from gateway.sources.schema import ModbusSource, MqttSource, OpcuaSource
+from gateway.sources.schema import ModbusSource, MqttSource, OpcuaSource, SparkplugSource
 
 
 def build_source(
     name: str,
-    config: ModbusSource | OpcuaSource | MqttSource,
+    config: ModbusSource | OpcuaSource | MqttSource | SparkplugSource,
     *,
     clock: Clock | None = None,
     state_dir: Path | None = None,
@@ -31,4 +32,14 @@ def build_source(
         from gateway.sources.mqtt import MqttConnector
 
         return MqttConnector(name, config, clock=clock, gateway_id=gateway_id)
+    if isinstance(config, SparkplugSource):
+        try:
+            from gateway.sources.sparkplug import SparkplugConnector  # imports protobuf (the sparkplug extra)
+        except ImportError as exc:
+            raise GatewayError(
+                f"source {name}: protocol: sparkplug needs the protobuf package ({exc}): "
+                "pip install 'mw-gateway[sparkplug]'"
+            ) from None
+
+        return SparkplugConnector(name, config, clock=clock, gateway_id=gateway_id)
     raise TypeError(f"unknown source config {type(config).__name__}")

@@ -255,4 +255,85 @@ class MqttSource(_Strict):
         return value
 
 
-SourceConfig = Annotated[ModbusSource | OpcuaSource | MqttSource, Field(discriminator="protocol")]
+# ---------------------------------------------------------------- Sparkplug B
+
+_TOPIC_LEVEL = re.compile(r"^[^/+#]+$")
+
+
+def _level(what: str, value: str) -> str:
+    if not _TOPIC_LEVEL.match(value):
+        raise ValueError(f"{what} {value!r} must be one MQTT topic level: not empty, no '/', '+' or '#'")
+    return value
+
+
+class SparkplugSignal(_Strict):
+    """One metric of an edge node (device: absent) or of one of its devices, by the name in its birth."""
+
+    node: str  # the edge node id
+    device: str | None = None  # the device id; absent for a node-level metric
+    metric: str  # the metric name as in the NBIRTH/DBIRTH, e.g. Counters/Strokes
+
+    @field_validator("node", "device")
+    @classmethod
+    def _ids(cls, value: str | None) -> str | None:
+        return None if value is None else _level("an edge node or device id", value)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if not value:
+            raise ValueError("metric: give the metric name as in the birth, e.g. Counters/Strokes")
+        return value
+
+
+class SparkplugSource(_Strict):
+    """A Sparkplug B host application (Sparkplug 3.0) on one MQTT broker; connection options as for mqtt."""
+
+    protocol: Literal["sparkplug"]
+    url: str  # mqtt://host:1883 or mqtts://host:8883
+    group: str  # the Sparkplug group id
+    host_id: str  # our STATE host id (spBv1.0/STATE/<host_id>); never a SCADA host's
+    rebirth: bool = False  # request a rebirth (NCMD Node Control/Rebirth) on a seq gap or an unknown alias
+    rebirth_interval: Annotated[float, Field(gt=0)] = 30.0  # at most one rebirth request per node per this
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca: str | None = None
+    certificate: str | None = None
+    private_key: str | None = None
+    keepalive: float = 30.0
+    timeout: float = 10.0
+    reconnect_delay: float = 1.0
+    reconnect_max_delay: float = 30.0
+    signals: dict[str, SparkplugSignal]
+
+    _ka = field_validator(
+        "keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", "rebirth_interval", mode="before"
+    )(_duration)
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        return _level("group", value)
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "host_id must name this gateway's own Sparkplug host application, different from every SCADA "
+                "host's: edge nodes that follow a primary host go offline when that host's STATE says offline"
+            )
+        return _level("host_id", value)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not (value.startswith("mqtt://") or value.startswith("mqtts://")):
+            raise ValueError("a Sparkplug url starts with mqtt:// or mqtts://, e.g. mqtt://localhost:1883")
+        return value
+
+
+SourceConfig = Annotated[
+    ModbusSource | OpcuaSource | MqttSource | SparkplugSource, Field(discriminator="protocol")
+]

@@ -3,6 +3,10 @@
 Every write goes through `async with db.write() as conn:` — one asyncio lock and one IMMEDIATE transaction,
 committed at the end of the block (rolled back on error). aiosqlite runs every operation of a connection on
 one thread, in order; the lock keeps our own transactions from interleaving at await points.
+
+Reads (`fetchall`, `fetchone`) take the same lock: on the one shared connection, a read between two
+statements of an open write transaction would see rows that transaction has not committed (and may roll
+back). Under the lock a read runs only between transactions, so it sees committed data only.
 """
 
 from __future__ import annotations
@@ -121,11 +125,12 @@ class Database:
             raise
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        return list(await self.conn.execute_fetchall(sql, tuple(params)))
+        """Committed rows only: waits for a write transaction in progress to end (see the module doc)."""
+        async with self._lock:
+            return list(await self.conn.execute_fetchall(sql, tuple(params)))
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        rows = await self.conn.execute_fetchall(sql, tuple(params))
-        for row in rows:
+        for row in await self.fetchall(sql, params):
             return row
         return None
 

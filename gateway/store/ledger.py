@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from gateway.core.webhooks import (
     TaskUpdate,
 )
 from gateway.store.db import Database
+from gateway.store.outbox import _save_rule_states
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +118,17 @@ class Ledger:
 
     # ------------------------------------------------------------------ writing
 
-    async def record(self, incoming: Incoming, *, nonce: NonceUse | None = None) -> RecordResult:
+    async def record(
+        self,
+        incoming: Incoming,
+        *,
+        nonce: NonceUse | None = None,
+        on_closed: Callable[[tuple[TaskClosed, ...]], Mapping[str, Any]] | None = None,
+    ) -> RecordResult:
         """Store the event and apply its operations in one transaction.
+
+        on_closed: called inside the transaction with the tasks the event closed (when there are any); the
+        rule states it returns are saved in that same transaction (`rearm: on_completion`).
 
         With a nonce: a nonce already seen with the same body is the same delivery again (a retry of a request
         whose answer was lost): nothing is stored and the result is a duplicate. The same nonce with another
@@ -158,6 +168,8 @@ class Ledger:
                 return RecordResult(stored=False)
             event_id = int(cur.lastrowid or 0)
             closed = await self._apply(conn, incoming, event_id, now)
+            if closed and on_closed is not None:
+                await _save_rule_states(conn, on_closed(tuple(closed)), now)
         return RecordResult(stored=True, event_id=event_id, closed=tuple(closed), stock=incoming.ops.stock)
 
     async def _apply(self, conn: Any, incoming: Incoming, event_id: int, now: float) -> list[TaskClosed]:

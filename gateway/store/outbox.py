@@ -6,17 +6,22 @@ Outbox row states (transitions live in this module only):
     dead       the CMMS rejected it (4xx); kept with the server's reasons until an operator retries/drops it
     dropped    an operator dropped it; kept for the record
 
-An attempt is *claimed* before its request leaves (`claim`: `attempt_started_at` is set and fsynced) and
-the claim is cleared with its result. A row still claimed when the store is opened again was in flight when
-the gateway died: `recover_interrupted` counts that attempt as *maybe committed*, like a request whose
-response was lost. `maybe_committed > 0` on a row means the CMMS may hold two tasks for this firing; the
-ledger and the reconciliation look for them, and `mw-gateway outbox show` says so.
+An attempt is *claimed* before its request leaves (`claim`: `attempt_started_at` and a random
+`claim_token` are set and fsynced; only a row `claim` returned may be sent) and the claim is cleared with its
+result. Every transition that records a result names the row's status and the attempt's token it expects,
+so a stale or foreign result changes nothing. Outbox ids are AUTOINCREMENT: never reused. A row still
+claimed when the store is opened again was in flight when the gateway died: `recover_interrupted` counts
+that attempt as *maybe committed*, like a request whose response was lost. `maybe_committed > 0` on a row
+means the CMMS may hold two tasks for this firing; the ledger and the reconciliation look for them, and
+`mw-gateway outbox show` says so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
+import secrets
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -145,6 +150,7 @@ def _item(row: sqlite3.Row) -> OutboxItem:
         firing_uuid=row["uuid"],
         firing=Firing.from_json(json.loads(row["body"])),
         attempts=row["attempts"],
+        maybe_committed=row["maybe_committed"],
     )
 
 
@@ -153,6 +159,16 @@ class Outbox:
         self._db = db
         self._clock = clock
         self._gateway_id = gateway_id
+        self._installation_id: str | None = None
+
+    async def installation_id(self) -> str:
+        """This database's installation id (meta `installation_id`, made by the migration that added it)."""
+        if self._installation_id is None:
+            row = await self._db.fetchone("SELECT value FROM meta WHERE key = 'installation_id'")
+            if row is None:
+                raise RuntimeError("the state database has no installation_id: it was not migrated")
+            self._installation_id = str(row[0])
+        return self._installation_id
 
     # ------------------------------------------------------------------ writing firings
 
@@ -168,13 +184,14 @@ class Outbox:
         """
         now = self._clock.now()
         results: list[Recorded] = []
+        installation = await self.installation_id()
         async with self._db.write() as conn:
             stored = await _stored_keys(conn, [f.key for f in firings])
             queued_here: dict[tuple[str, str], str] = {}  # (rule, equipment) -> uuid queued in this burst
             firing_rows: list[tuple[Any, ...]] = []
             outbox_rows: list[tuple[Any, ...]] = []
             for firing in firings:
-                uid = firing_uuid(self._gateway_id, firing.key)
+                uid = firing_uuid(installation, self._gateway_id, firing.key)
                 if firing.key in stored:
                     results.append(Recorded(firing.key, uid, FiringStatus.DUPLICATE))
                     continue
@@ -267,26 +284,46 @@ class Outbox:
         row = await self._db.fetchone(sql)
         return None if row is None or row[0] is None else float(row[0])
 
-    async def claim(self, items: Sequence[OutboxItem]) -> None:
-        """Durably mark these rows as in flight, in one transaction, BEFORE their requests leave."""
-        if not items:
-            return
-        now = self._clock.now()
-        async with self._db.write() as conn:
-            await conn.executemany(
-                "UPDATE outbox SET attempt_started_at=?, first_attempt_at=COALESCE(first_attempt_at, ?)"
-                " WHERE id=? AND status='queued'",
-                [(now, now, item.outbox_id) for item in items],
-            )
+    async def claim(self, items: Sequence[OutboxItem]) -> list[OutboxItem]:
+        """Durably mark these rows as in flight, in one transaction, BEFORE their requests leave.
 
-    async def release(self, items: Sequence[OutboxItem]) -> None:
-        """Clear claims whose request never left (nothing was sent): the rows are simply due again."""
+        Returns the items actually claimed, each carrying its claim token (`item.claim`): only those may be
+        sent. A row that is no longer queued, already claimed, or no longer holds the item's firing (an id
+        the item saw in a transaction that was rolled back) is not claimed.
+        """
         if not items:
-            return
+            return []
+        now = self._clock.now()
+        claimed: list[OutboxItem] = []
         async with self._db.write() as conn:
-            await conn.executemany(
-                "UPDATE outbox SET attempt_started_at=NULL WHERE id=?", [(item.outbox_id,) for item in items]
-            )
+            for item in items:
+                token = secrets.token_hex(8)
+                cur = await conn.execute(
+                    "UPDATE outbox SET attempt_started_at=?, claim_token=?,"
+                    " first_attempt_at=COALESCE(first_attempt_at, ?)"
+                    " WHERE id=? AND status='queued' AND attempt_started_at IS NULL AND claim_token IS NULL"
+                    " AND firing_id = (SELECT id FROM firings WHERE uuid=?)",
+                    (now, token, now, item.outbox_id, item.firing_uuid),
+                )
+                if cur.rowcount == 1:
+                    claimed.append(dataclasses.replace(item, claim=token))
+        return claimed
+
+    async def release(self, items: Sequence[OutboxItem]) -> int:
+        """Clear claims whose request never left (nothing was sent): the rows are simply due again.
+        Only the claims these items hold; returns how many were released."""
+        if not items:
+            return 0
+        released = 0
+        async with self._db.write() as conn:
+            for item in items:
+                cur = await conn.execute(
+                    "UPDATE outbox SET attempt_started_at=NULL, claim_token=NULL"
+                    " WHERE id=? AND status='queued' AND claim_token IS ?",
+                    (item.outbox_id, item.claim),
+                )
+                released += int(cur.rowcount or 0)
+        return released
 
     async def recover_interrupted(self, *, quota_month: Callable[[float], str] | None = None) -> list[int]:
         """Rows claimed by a previous run that died mid-request: count that attempt as maybe committed.
@@ -301,7 +338,8 @@ class Outbox:
             )
             for row_id, started in rows:
                 await conn.execute(
-                    "UPDATE outbox SET attempt_started_at=NULL, maybe_committed=maybe_committed+1,"
+                    "UPDATE outbox SET attempt_started_at=NULL, claim_token=NULL,"
+                    " maybe_committed=maybe_committed+1,"
                     " maybe_committed_at=?, attempts=attempts+1, updated_at=?,"
                     " last_error=CASE WHEN status='queued' THEN ? ELSE last_error END,"
                     " last_status_code=CASE WHEN status='queued' THEN NULL ELSE last_status_code END,"
@@ -313,15 +351,20 @@ class Outbox:
                     await _count_quota(conn, quota_month(started), uncertain=1)
         return [int(r[0]) for r in rows]
 
+    # Every transition that records an attempt's result is guarded twice: the row must still be queued, and
+    # it must hold the item's claim (`claim_token IS ?`: the token of the attempt, or NULL for a row nobody
+    # claimed, e.g. an operator's tool). A result that does not match changes nothing and returns False.
+    _GUARD = " WHERE id=? AND status='queued' AND claim_token IS ?"
+
     async def mark_delivered(
         self, item: OutboxItem, delivery: Delivery, *, backend: str, quota_month: str | None
-    ) -> None:
+    ) -> bool:
         now = self._clock.now()
         async with self._db.write() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 "UPDATE outbox SET status='delivered', attempts=attempts+1, delivered_at=?, delivered_by=?,"
                 " updated_at=?, last_status_code=?, last_error=NULL, last_details=NULL, last_request=?,"
-                " remote_id=?, attempt_started_at=NULL WHERE id=?",
+                " remote_id=?, attempt_started_at=NULL, claim_token=NULL" + self._GUARD,
                 (
                     now,
                     backend,
@@ -330,10 +373,14 @@ class Outbox:
                     _dumps(delivery.request),
                     delivery.remote_id,
                     item.outbox_id,
+                    item.claim,
                 ),
             )
+            if cur.rowcount != 1:
+                return False
             if quota_month is not None:
                 await _count_quota(conn, quota_month, delivered=1)
+        return True
 
     async def mark_retry(
         self,
@@ -343,18 +390,17 @@ class Outbox:
         next_attempt_at: float,
         count_attempt: bool = True,
         quota_month: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Keep the row queued for another attempt. A `maybe_committed` delivery is counted on the row and,
         when `quota_month` is given, as an uncertain task of that month."""
         now = self._clock.now()
         maybe = 1 if delivery.maybe_committed else 0
         async with self._db.write() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 "UPDATE outbox SET attempts=attempts+?, next_attempt_at=?, updated_at=?, last_status_code=?,"
-                " last_error=?, last_details=?, last_request=?, attempt_started_at=NULL,"
+                " last_error=?, last_details=?, last_request=?, attempt_started_at=NULL, claim_token=NULL,"
                 " maybe_committed=maybe_committed+?,"
-                " maybe_committed_at=CASE WHEN ? THEN ? ELSE maybe_committed_at END"
-                " WHERE id=? AND status='queued'",
+                " maybe_committed_at=CASE WHEN ? THEN ? ELSE maybe_committed_at END" + self._GUARD,
                 (
                     1 if count_attempt else 0,
                     next_attempt_at,
@@ -367,18 +413,22 @@ class Outbox:
                     maybe,
                     now,
                     item.outbox_id,
+                    item.claim,
                 ),
             )
+            if cur.rowcount != 1:
+                return False
             if maybe and quota_month is not None:
                 await _count_quota(conn, quota_month, uncertain=1)
+        return True
 
-    async def mark_dead(self, item: OutboxItem, delivery: Delivery) -> None:
+    async def mark_dead(self, item: OutboxItem, delivery: Delivery) -> bool:
         now = self._clock.now()
         async with self._db.write() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 "UPDATE outbox SET status='dead', attempts=attempts+1, updated_at=?, dead_at=?,"
-                " last_status_code=?, last_error=?, last_details=?, last_request=?, attempt_started_at=NULL"
-                " WHERE id=?",
+                " last_status_code=?, last_error=?, last_details=?, last_request=?, attempt_started_at=NULL,"
+                " claim_token=NULL" + self._GUARD,
                 (
                     now,
                     now,
@@ -387,8 +437,10 @@ class Outbox:
                     _dumps(delivery.details),
                     _dumps(delivery.request),
                     item.outbox_id,
+                    item.claim,
                 ),
             )
+            return cur.rowcount == 1
 
     async def release_backoff(self, *, now: float) -> int:
         """After an outage: every queued row waiting out a backoff is due now, so that the order is again
@@ -427,7 +479,8 @@ class Outbox:
         now = self._clock.now()
         async with self._db.write() as conn:
             cur = await conn.execute(
-                "UPDATE outbox SET status='dropped', updated_at=? WHERE id=? AND status IN ('dead','queued')",
+                "UPDATE outbox SET status='dropped', updated_at=? WHERE id=? AND status IN ('dead','queued')"
+                " AND attempt_started_at IS NULL",  # a request in flight: its result decides
                 (now, outbox_id),
             )
             return bool(cur.rowcount)

@@ -1,7 +1,9 @@
 """The SQLite schema as an ordered list of migrations. Applied versions are recorded in `schema_version`.
 
 Versions are reserved by area so that parts can grow independently: 1 foundation, 2 webhooks and ledger,
-3 outbox extras, 4 operations. Never edit a released migration: add a new one.
+3 outbox extras, 4 operations; later migrations of an area take the area digit then a sequence (11, 12 ...:
+foundation; 21 ...: webhooks and ledger; 31 ...: outbox). A version is applied when it is missing from
+`schema_version`, in sorted order. Never edit a released migration: add a new one.
 """
 
 from __future__ import annotations
@@ -166,6 +168,56 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE outbox ADD COLUMN dead_at REAL;
         -- Attempts that may have created a task count against the month's quota too (conservative).
         ALTER TABLE quota_usage ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
+        11,
+        """
+        -- The installation id: random, made once with the database, part of every firing uuid, so that a lost
+        -- and recreated state database never gives a new firing the uuid of an old one (issue 13, item 12).
+        INSERT OR IGNORE INTO meta(key, value) VALUES ('installation_id', lower(hex(randomblob(16))));
+        """,
+    ),
+    (
+        31,
+        """
+        -- Outbox ids are never reused (AUTOINCREMENT): an id names one row forever, even after a rolled-back
+        -- insert or a pruned row. claim_token names one attempt: set by the claim, required by every
+        -- transition that records the attempt's result, cleared with it. SQLite cannot add AUTOINCREMENT to
+        -- a table: the table is rebuilt, rows and ids kept.
+        CREATE TABLE outbox_v31 (
+            id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+            firing_id          INTEGER NOT NULL UNIQUE REFERENCES firings(id),
+            priority           INTEGER NOT NULL,
+            status             TEXT NOT NULL,
+            attempts           INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at    REAL NOT NULL,
+            created_at         REAL NOT NULL,
+            updated_at         REAL NOT NULL,
+            delivered_at       REAL,
+            delivered_by       TEXT,
+            last_status_code   INTEGER,
+            last_error         TEXT,
+            last_details       TEXT,
+            last_request       TEXT,
+            remote_id          TEXT,
+            attempt_started_at REAL,
+            first_attempt_at   REAL,
+            maybe_committed    INTEGER NOT NULL DEFAULT 0,
+            maybe_committed_at REAL,
+            dead_at            REAL,
+            claim_token        TEXT
+        );
+        INSERT INTO outbox_v31(id, firing_id, priority, status, attempts, next_attempt_at, created_at,
+            updated_at, delivered_at, delivered_by, last_status_code, last_error, last_details, last_request,
+            remote_id, attempt_started_at, first_attempt_at, maybe_committed, maybe_committed_at, dead_at)
+        SELECT id, firing_id, priority, status, attempts, next_attempt_at, created_at,
+            updated_at, delivered_at, delivered_by, last_status_code, last_error, last_details, last_request,
+            remote_id, attempt_started_at, first_attempt_at, maybe_committed, maybe_committed_at, dead_at
+        FROM outbox;
+        DROP TABLE outbox;
+        ALTER TABLE outbox_v31 RENAME TO outbox;
+        CREATE INDEX outbox_due ON outbox(status, priority, next_attempt_at, id);
         """,
     ),
 ]

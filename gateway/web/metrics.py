@@ -1,8 +1,9 @@
 """GET /metrics: the gateway in the Prometheus text format, from a CollectorRegistry of our own.
 
-Event counts (firings, delivery attempts and their latency, webhooks) are counted by a listener on the
-Gateway's events; everything else (source counters, outbox depth, quota, disk) is read from the running parts
-when Prometheus scrapes. The database is queried once per scrape, in `refresh()`, before the text is made.
+Event counts (firings, delivery attempts and their latency, webhooks) are counted from the typed events
+(FiringRecorded, DeliveryDone, WebhookAnswered); everything else (source counters, outbox depth, quota, disk)
+is read from a StatusSnapshot when Prometheus scrapes. The database is queried once per scrape, in
+`refresh()`, before the text is made.
 
 Families (all prefixed `mw_gateway_`, plus prometheus-client's `process_*` on Linux):
 
@@ -27,8 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -36,10 +36,9 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
-from gateway.disk import DiskStatus, check_disk
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.core.events import DeliveryDone, EventBus, FiringRecorded, WebhookAnswered
+from gateway.core.samples import LinkState
+from gateway.core.views import DiskView, StatusSnapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "mw_gateway"
@@ -67,10 +66,18 @@ FAMILIES = (
 
 
 class GatewayMetrics:
-    """The gateway's metrics. `attach()` subscribes to its events; `render()` makes the exposition text."""
+    """The gateway's metrics. `attach(events)` subscribes to the events; `render()` makes the exposition text
+    from a fresh snapshot and the outbox counts."""
 
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(
+        self,
+        snapshot: Callable[[], StatusSnapshot],
+        outbox_counts: Callable[[], Awaitable[dict[str, int]]],
+        disk: Callable[[], DiskView],
+    ) -> None:
+        self.snapshot = snapshot
+        self.outbox_counts = outbox_counts
+        self.disk = disk
         self.registry = CollectorRegistry(auto_describe=True)
         self.firings = Counter(
             f"{PREFIX}_rule_firings",
@@ -99,35 +106,34 @@ class GatewayMetrics:
         )
         for result in ("done", "retry", "dead", "pause"):
             self.attempts.labels(result=result)
-        self._snapshot: dict[str, Any] = {}
+        self._outbox: dict[str, int] = {}
+        self._disk: DiskView | None = None
+        self._snap: StatusSnapshot | None = None
         self.registry.register(_LiveCollector(self))
         ProcessCollector(namespace="", registry=self.registry)
 
-    def attach(self) -> GatewayMetrics:
-        self.gw.listeners.append(self.on_event)
+    def attach(self, events: EventBus) -> GatewayMetrics:
+        events.subscribe(FiringRecorded, self.on_firing)
+        events.subscribe(DeliveryDone, self.on_delivery)
+        events.subscribe(WebhookAnswered, self.on_webhook)
         return self
 
-    def on_event(self, kind: str, payload: Any) -> None:
-        if kind == "firing":
-            firing, result = payload
-            self.firings.labels(
-                rule=firing.rule_id, status=str(getattr(result.status, "value", result.status))
-            ).inc()
-        elif kind == "delivery":
-            _item, delivery = payload
-            result = str(delivery.outcome.value)
-            self.attempts.labels(result=result).inc()
-            self.latency.labels(result=result).observe(max(0.0, float(delivery.elapsed_s or 0.0)))
-        elif kind == "webhook":
-            event, result = payload
-            self.webhooks.labels(event=str(event), result=str(result)).inc()
+    def on_firing(self, event: FiringRecorded) -> None:
+        self.firings.labels(rule=event.firing.rule_id, status=str(event.result.status)).inc()
+
+    def on_delivery(self, event: DeliveryDone) -> None:
+        result = str(event.delivery.outcome.value)
+        self.attempts.labels(result=result).inc()
+        self.latency.labels(result=result).observe(max(0.0, float(event.delivery.elapsed_s or 0.0)))
+
+    def on_webhook(self, event: WebhookAnswered) -> None:
+        self.webhooks.labels(event=event.event, result=event.result).inc()
 
     async def refresh(self) -> None:
-        """What needs the database or the disk, read once per scrape."""
-        self._snapshot = {
-            "outbox": await self.gw.store.outbox.counts(),
-            "disk": check_disk(self.gw.config.state_dir),
-        }
+        """What needs the database or the disk, read once per scrape; the snapshot of the running parts."""
+        self._outbox = await self.outbox_counts()
+        self._disk = self.disk()
+        self._snap = self.snapshot()
 
     async def render(self) -> bytes:
         await self.refresh()
@@ -141,8 +147,10 @@ class _LiveCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        gw = self.metrics.gw
-        now = gw.clock.now()
+        snap = self.metrics._snap
+        if snap is None:
+            return
+        now = snap.now
         samples = CounterMetricFamily(
             f"{PREFIX}_source_samples", "Samples emitted by each source", labels=["source"]
         )
@@ -158,12 +166,12 @@ class _LiveCollector(Collector):
             "Seconds since the source's last good sample (NaN before the first)",
             labels=["source"],
         )
-        for name, source in sorted(gw.sources.items()):
-            st = source.stats
+        for st in sorted(snap.sources, key=lambda s: s.name):
+            name = st.name
             samples.add_metric([name], st.samples)
             errors.add_metric([name], st.errors)
             reconnects.add_metric([name], st.reconnects)
-            up.add_metric([name], 1.0 if st.link.value == "up" else 0.0)
+            up.add_metric([name], 1.0 if st.link is LinkState.UP else 0.0)
             age.add_metric(
                 [name], math.nan if st.last_sample_ts is None else max(0.0, now - st.last_sample_ts)
             )
@@ -172,21 +180,20 @@ class _LiveCollector(Collector):
         evaluations = CounterMetricFamily(
             f"{PREFIX}_rule_evaluations", "Samples and ticks each rule was evaluated on", labels=["rule"]
         )
-        for rule_id, count in sorted(_evaluations(gw).items()):
+        for rule_id, count in sorted(snap.evaluations.items()):
             evaluations.add_metric([rule_id], count)
         yield evaluations
 
-        snapshot = self.metrics._snapshot
         outbox = GaugeMetricFamily(f"{PREFIX}_outbox_rows", "Outbox rows by state", labels=["state"])
-        for state, count in sorted(snapshot.get("outbox", {}).items()):
+        for state, count in sorted(self.metrics._outbox.items()):
             outbox.add_metric([state], count)
         yield outbox
 
-        status = gw.dispatcher.status
+        status = snap.dispatcher
         yield GaugeMetricFamily(
             f"{PREFIX}_dispatcher_paused",
             "1 while the CMMS refuses our credentials or plan",
-            value=1.0 if status.state.value == "paused" else 0.0,
+            value=1.0 if status.paused else 0.0,
         )
         yield GaugeMetricFamily(
             f"{PREFIX}_quota_used", "Tasks counted against this month's CMMS quota", value=status.quota_used
@@ -197,7 +204,7 @@ class _LiveCollector(Collector):
             value=math.nan if status.quota_limit is None else status.quota_limit,
         )
 
-        disk: DiskStatus | None = snapshot.get("disk")
+        disk = self.metrics._disk
         if disk is not None:
             yield GaugeMetricFamily(
                 f"{PREFIX}_state_dir_bytes", "Bytes used by the state directory", value=disk.state_bytes
@@ -210,15 +217,8 @@ class _LiveCollector(Collector):
         info = GaugeMetricFamily(
             f"{PREFIX}_info", "The gateway's version, id and CMMS", labels=["version", "gateway", "cmms"]
         )
-        info.add_metric([__version__, gw.config.gateway.id, gw.backend.kind], 1.0)
+        info.add_metric([__version__, snap.gateway_id, snap.cmms], 1.0)
         yield info
-
-
-def _evaluations(gw: Gateway) -> dict[str, int]:
-    """Per-rule evaluation counts from the engine; disabled rules report 0 so the family is never empty."""
-    out = {str(rule.id): 0 for rule in gw.rules.rules}
-    out.update(gw.engine.evaluations())
-    return out
 
 
 class WebhookMetricsMiddleware:
@@ -231,9 +231,9 @@ class WebhookMetricsMiddleware:
 
     MAX_BODY = 1_048_576
 
-    def __init__(self, app: ASGIApp, *, metrics: Callable[[], GatewayMetrics | None]) -> None:
+    def __init__(self, app: ASGIApp, *, events: EventBus) -> None:
         self.app = app
-        self.metrics = metrics
+        self.events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/webhooks/"):
@@ -261,11 +261,9 @@ class WebhookMetricsMiddleware:
         try:
             await self.app(scope, receive_wrapper, send_wrapper)
         finally:
-            metrics = self.metrics()
-            if metrics is not None:
-                accepted = 200 <= status < 300
-                event = _event_of(b"".join(chunks)) if accepted else "unverified"
-                metrics.on_event("webhook", (event, "accepted" if accepted else f"http_{status}"))
+            accepted = 200 <= status < 300
+            event = _event_of(b"".join(chunks)) if accepted else "unverified"
+            self.events.publish(WebhookAnswered(event, "accepted" if accepted else f"http_{status}"))
 
 
 def _event_of(body: bytes) -> str:

@@ -1,9 +1,13 @@
-"""The Starlette application, served by uvicorn inside the gateway's own event loop."""
+"""The Starlette application, served by uvicorn inside the gateway's own event loop.
+
+`build_app(deps)` takes a WebDeps (gateway/core/views.py) and nothing else: the web side never sees the
+runtime. Every dependency is asked per request, so a reload is seen at once.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -11,31 +15,52 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.core.views import WebDeps
+from gateway.reconcile import reconciliation_endpoint
 from gateway.web.auth import AuthMiddleware, Credentials
 from gateway.web.metrics import CONTENT_TYPE, GatewayMetrics, WebhookMetricsMiddleware
 from gateway.web.page import render_status_page
-from gateway.web.status import collect_status, firing_log, health
+from gateway.web.receiver import WebhookReceiver
+from gateway.web.status import collect_status, health
+from gateway.web.webhooks import routes as webhook_routes
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+
+class _Receivers:
+    """The webhook receiver for the current HTTP settings: made again when a reload changed them."""
+
+    def __init__(self, deps: WebDeps) -> None:
+        self.deps = deps
+        self._http: Any = None
+        self._receiver: WebhookReceiver | None = None
+
+    def __call__(self) -> WebhookReceiver:
+        http = self.deps.http()
+        if self._receiver is None or http is not self._http:
+            self._http = http
+            self._receiver = WebhookReceiver(
+                self.deps.ledger,
+                http,
+                clock=self.deps.clock,
+                publish_input=self.deps.publish_input,
+            )
+        return self._receiver
 
 
-def build_app(gw: Gateway) -> Starlette:
-    metrics = GatewayMetrics(gw).attach()
-    firing_log(gw)  # the status page's "latest firings", from the start
+def build_app(deps: WebDeps) -> Starlette:
+    metrics = GatewayMetrics(deps.snapshot, deps.outbox.counts, deps.disk).attach(deps.events)
 
     async def healthz(request: Request) -> Response:
-        body = await health(gw)
+        body = health(deps.snapshot(), await deps.outbox.counts())
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     async def page(request: Request) -> Response:
-        return HTMLResponse(render_status_page(await collect_status(gw)))
+        return HTMLResponse(render_status_page(await collect_status(deps)))
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(await metrics.render(), media_type=CONTENT_TYPE)
 
     async def api_status(request: Request) -> Response:
-        body = json.dumps(await collect_status(gw), default=str, ensure_ascii=False)
+        body = json.dumps(await collect_status(deps), default=str, ensure_ascii=False)
         return Response(body, media_type="application/json")
 
     routes = [
@@ -43,13 +68,11 @@ def build_app(gw: Gateway) -> Starlette:
         Route("/api/status", api_status),
         Route("/", page),
         Route("/metrics", metrics_endpoint),
+        *webhook_routes(_Receivers(deps)),
+        Route("/api/reconciliation", reconciliation_endpoint(deps.reconciliation, deps.configured_timezone)),
     ]
-    from gateway.reconcile import reconciliation_endpoint
-    from gateway.web.webhooks_mw import receiver_for
-
-    routes += [*receiver_for(gw).routes(), Route("/api/reconciliation", reconciliation_endpoint(gw))]
-    auth = Middleware(AuthMiddleware, credentials=lambda: Credentials.from_config(gw.config.http))
-    webhook_metrics = Middleware(WebhookMetricsMiddleware, metrics=lambda: metrics)
+    auth = Middleware(AuthMiddleware, credentials=lambda: Credentials.from_config(deps.http()))
+    webhook_metrics = Middleware(WebhookMetricsMiddleware, events=deps.events)
     app = Starlette(routes=routes, middleware=[auth, webhook_metrics])
     app.state.metrics = metrics
     return app

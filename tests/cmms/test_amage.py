@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,7 +54,9 @@ def make_item(
         metadata={"line": "1"},
         trigger="counter",
     )
-    return OutboxItem(outbox_id=1, firing_uuid=firing_uuid("press-line-1", key), firing=firing, attempts=0)
+    return OutboxItem(
+        outbox_id=1, firing_uuid=firing_uuid("inst-1", "press-line-1", key), firing=firing, attempts=0
+    )
 
 
 def make_config(sim: AmageSim, **overrides: Any) -> AmageConfig:
@@ -197,7 +201,7 @@ async def test_a_configured_sign_template_is_used_on_both_sides() -> None:
     assert refused.status_code == 401
     assert "Invalid API signature" in refused.error
     assert accepted.outcome is Outcome.DONE, accepted.error
-    signed = f"POST\n{sent.path}\n{sent.body}\n{SECRET}"
+    signed = f"POST\n{sent.path}\n{sent.text}\n{SECRET}"
     assert sent.headers["amage-api-sign"] == hashlib.sha256(signed.encode()).hexdigest()
 
 
@@ -239,12 +243,46 @@ async def test_a_retried_add_whose_response_was_lost_makes_one_work_order(
 
 async def test_after_a_restart_the_duplicate_answer_still_counts_as_done(sim: AmageSim) -> None:
     item = make_item()
-    for _ in range(2):  # two backend lifetimes, as across a gateway restart
+    # The gateway died with the add in flight: at start-up the store counts that attempt as maybe committed.
+    restarted = dataclasses.replace(item, attempts=1, maybe_committed=1)
+    for attempt in (item, restarted):  # two backend lifetimes, as across a gateway restart
         amage = AmageBackend(make_config(sim), gateway_id="press-line-1", clock=ManualClock())
         try:
-            assert (await amage.deliver(item)).outcome is Outcome.DONE
+            assert (await amage.deliver(attempt)).outcome is Outcome.DONE
         finally:
             await amage.aclose()
+    assert len(sim.state.work_orders) == 1
+
+
+async def test_an_already_exists_the_gateway_cannot_prove_it_caused_is_dead_and_warned(
+    sim: AmageSim, backend: AmageBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A state database restored from a backup: the next crossing reuses a firing uuid already in AMAGE.
+    earlier = make_item()
+    assert (await backend.deliver(earlier)).outcome is Outcome.DONE
+    fresh = AmageBackend(make_config(sim), gateway_id="press-line-1", clock=ManualClock())
+    try:
+        with caplog.at_level(logging.WARNING, logger="gateway.cmms.amage"):
+            delivery = await fresh.deliver(make_item())  # same uuid, no earlier attempt of this row
+    finally:
+        await fresh.aclose()
+    assert delivery.outcome is Outcome.DEAD
+    assert delivery.status_code == 400
+    assert f"AMAGE already has work order {earlier.firing_uuid}" in delivery.error
+    assert "not provably this firing's" in delivery.error
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert len(sim.state.work_orders) == 1
+
+
+async def test_a_lost_answer_then_already_exists_in_the_same_run_is_ours(
+    sim: AmageSim, backend: AmageBackend
+) -> None:
+    item = make_item()
+    sim.state.faults.add(Fault("commit_lost", path="/add"))  # committed, the connection closed unanswered
+    first = await backend.deliver(item)
+    assert first.outcome is Outcome.RETRY and first.maybe_committed is False
+    second = await backend.deliver(dataclasses.replace(item, attempts=1))  # maybe_committed 0 on the row
+    assert second.outcome is Outcome.DONE, second.error
     assert len(sim.state.work_orders) == 1
 
 
@@ -403,3 +441,66 @@ def test_a_bad_sign_template_is_a_config_error() -> None:
     with pytest.raises(ValueError, match=r"bad sign_template '\{path\}\{secret\}'"):
         AmageConfig(kind="amage", url="http://x", device_uuid=DEVICE, api_key=KEY, key_secret=SECRET,
                     sign_template="{path}{secret}")  # fmt: skip
+
+
+PRESS_ASSET = "7d1e0c2b-5a4f-4e3d-9c8b-2a1f0e9d8c7b"
+
+
+async def test_equipment_mapped_to_a_resource_joins_the_resource_plan(sim: AmageSim) -> None:
+    amage = AmageBackend(
+        make_config(sim, assets={"EQ-PRESS-01": PRESS_ASSET}), gateway_id="press-line-1", clock=ManualClock()
+    )
+    try:
+        item = make_item()
+        delivery = await amage.deliver(item)
+    finally:
+        await amage.aclose()
+    assert delivery.outcome is Outcome.DONE, delivery.error
+    assert [(p["workOrder"], p["asset"]) for p in sim.state.asset_plans] == [(item.firing_uuid, PRESS_ASSET)]
+    join = sim.state.requests[1]
+    assert join.path.endswith(f"/asset-plan/{item.firing_uuid}/join-asset-to-plan-by-uuid/{PRESS_ASSET}")
+    assert delivery.request is not None and delivery.request["asset_plan"]["path"] == join.path
+    assert "equipment: EQ-PRESS-01" in sim.state.work_orders[item.firing_uuid]["notes"]  # still traced
+
+
+async def test_unmapped_equipment_is_only_named_in_the_notes(sim: AmageSim, backend: AmageBackend) -> None:
+    item = make_item()
+    assert (await backend.deliver(item)).outcome is Outcome.DONE
+    assert sim.state.asset_plans == []
+    assert "equipment: EQ-PRESS-01" in sim.state.work_orders[item.firing_uuid]["notes"]
+
+
+async def test_a_join_whose_answer_was_lost_is_not_repeated_into_an_error(sim: AmageSim) -> None:
+    config = make_config(sim, assets={"EQ-PRESS-01": PRESS_ASSET})
+    item = make_item()
+    sim.state.faults.add(Fault("commit_lost", path="/join-asset-to-plan-by-uuid/"))
+    amage = AmageBackend(config, gateway_id="press-line-1", clock=ManualClock())
+    try:
+        first = await amage.deliver(item)
+        assert first.outcome is Outcome.RETRY
+        assert "joining its resource failed" in first.error and first.remote_id == item.firing_uuid
+        second = await amage.deliver(dataclasses.replace(item, attempts=1))
+        assert second.outcome is Outcome.DONE, second.error  # "already in the plan": ours
+    finally:
+        await amage.aclose()
+    # and after a restart (the row counted as maybe committed): add and join both answer "already", both ours
+    restarted = AmageBackend(config, gateway_id="press-line-1", clock=ManualClock())
+    try:
+        third = await restarted.deliver(dataclasses.replace(item, attempts=2, maybe_committed=1))
+    finally:
+        await restarted.aclose()
+    assert third.outcome is Outcome.DONE, third.error
+    assert len(sim.state.work_orders) == 1 and len(sim.state.asset_plans) == 1
+
+
+async def test_an_unknown_resource_is_a_dead_letter_that_says_so(sim: AmageSim) -> None:
+    sim.state.check_references = True
+    amage = AmageBackend(
+        make_config(sim, assets={"EQ-PRESS-01": PRESS_ASSET}), gateway_id="press-line-1", clock=ManualClock()
+    )
+    try:
+        delivery = await amage.deliver(make_item())
+    finally:
+        await amage.aclose()
+    assert delivery.outcome is Outcome.DEAD
+    assert "joining its resource failed" in delivery.error and "NOT_FOUND" in delivery.error

@@ -43,7 +43,9 @@ def make_item(*, extra: dict[str, Any] | None = None) -> OutboxItem:
         evidence=(Evidence("press1.strokes", 50000, 1_767_225_599.0, "good"),),
         trigger="counter",
     )
-    return OutboxItem(outbox_id=1, firing_uuid=firing_uuid("gw", firing.key), firing=firing, attempts=0)
+    return OutboxItem(
+        outbox_id=1, firing_uuid=firing_uuid("inst-1", "gw", firing.key), firing=firing, attempts=0
+    )
 
 
 def dry_run(compare_with: dict[str, Any] | None = None) -> DryRunBackend:
@@ -116,7 +118,7 @@ async def test_compared_with_servitly_it_neither_logs_in_nor_sends() -> None:
     assert done.outcome is Outcome.DONE
     assert done.request is not None
     assert (done.request["path"], done.request["json"]["thingId"]) == (
-        "/inventory/maintenanceWorks",
+        "/inventory/historicalEvents",  # the default endpoint (seed 003: maintenanceWorks is deprecated)
         "thing-press1",
     )
     assert dead.outcome is Outcome.DEAD

@@ -198,7 +198,7 @@ async def test_equipment_locations_relocation(sim: MobilityWorkSim, bulk: Mobili
     ]
     assert sim.state.bulk[1].items[0]["id"] == {"type": "native", "value": 2507}
     assert sim.state.bulk[1].items[1] == {
-        "id": {"type": "externalReference", "value": "my-item-code"},
+        "id": {"type": "external", "value": "my-item-code"},
         "customFields": [],
     }
     assert sim.state.bulk[3].items == [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,7 +15,7 @@ from gateway.cmms.servitly import ServitlyBackend
 from gateway.core.clock import ManualClock
 from gateway.core.delivery import OutboxItem, Outcome
 from gateway.core.errors import BackendError
-from gateway.core.firings import Evidence, Firing, Priority, TaskSpec, firing_uuid
+from gateway.core.firings import Evidence, Firing, Priority, SparePart, TaskSpec, firing_uuid
 from gateway.sim.servitly import Fault, ServitlySim, run_servitly_sim
 
 TENANT = "acme"
@@ -48,7 +49,9 @@ def make_item(
         metadata={"line": "1", "shift": 2},
         trigger="signal",
     )
-    return OutboxItem(outbox_id=7, firing_uuid=firing_uuid("press-line-1", key), firing=firing, attempts=0)
+    return OutboxItem(
+        outbox_id=7, firing_uuid=firing_uuid("inst-1", "press-line-1", key), firing=firing, attempts=0
+    )
 
 
 @pytest.fixture
@@ -73,6 +76,7 @@ def make_backend(sim: ServitlySim, clock: ManualClock) -> Callable[..., Servitly
             "tenant": TENANT,
             "api_key": API_KEY,
             "pat": PAT,
+            "endpoint": "maintenanceWorks",  # most tests here; the default is historicalEvents
             "http": HttpClientOptions(connect_timeout=2.0, read_timeout=0.5),
             **overrides,
         }
@@ -98,8 +102,7 @@ async def test_a_firing_becomes_a_maintenance_work(sim: ServitlySim, backend: Se
     assert delivery.remote_id == work["id"]
     assert work == {
         "id": work["id"],
-        "startTimestamp": 1_767_225_600_000,
-        "endTimestamp": 1_767_225_600_000 + 14_400_000,
+        "startTimestamp": 1_767_225_600_000,  # no endTimestamp: the work has not been done yet
         "type": "MAINTENANCE",
         "description": "Pump 7 overheating (91.5 °C)",
         "thingId": "thing-pump7",
@@ -185,6 +188,58 @@ async def test_historical_events_when_configured(
     assert f"firing: {item.firing_uuid}" in notes
     assert "firingKey: pump7-overheat:1767225300" in notes
     assert sim.state.requests[-1].path == "/inventory/historicalEvents"
+
+
+async def test_the_default_endpoint_is_the_events_one(sim: ServitlySim, clock: ManualClock) -> None:
+    # seed 003: maintenanceWorks is "Deprecated ... Use the EVENTS endpoints instead"
+    config = ServitlyConfig.model_validate(
+        {"kind": "servitly", "url": sim.url, "tenant": TENANT, "api_key": API_KEY, "pat": PAT}
+    )
+    assert config.endpoint == "historicalEvents"
+    backend = ServitlyBackend(config, gateway_id="press-line-1", clock=clock)
+    try:
+        delivery = await backend.deliver(make_item())
+    finally:
+        await backend.aclose()
+    assert delivery.outcome is Outcome.DONE, delivery.error
+    (event,) = sim.state.historical_events
+    assert sim.state.maintenance_works == []
+    assert "endTimestamp" not in event
+
+
+@pytest.mark.parametrize("endpoint", ["maintenanceWorks", "historicalEvents"])
+async def test_no_completion_time_in_the_future(
+    sim: ServitlySim, make_backend: Callable[..., ServitlyBackend], endpoint: str
+) -> None:
+    backend = make_backend(endpoint=endpoint)
+    try:
+        delivery = await backend.deliver(make_item())  # a 4 h task, fired now
+    finally:
+        await backend.aclose()
+    assert delivery.outcome is Outcome.DONE, delivery.error
+    assert "endTimestamp" not in sim.state.requests[-1].json
+    assert sim.state.requests[-1].json["startTimestamp"] == 1_767_225_600_000
+
+
+@pytest.mark.parametrize("endpoint", ["maintenanceWorks", "historicalEvents"])
+async def test_expected_spare_parts_reach_servitly(
+    sim: ServitlySim, make_backend: Callable[..., ServitlyBackend], endpoint: str
+) -> None:
+    item = make_item()
+    task = dataclasses.replace(
+        item.firing.task, spare_parts=(SparePart("LUBE-5L", 1.0), SparePart("FILTER-10", 2.0))
+    )
+    item = dataclasses.replace(item, firing=dataclasses.replace(item.firing, task=task))
+    backend = make_backend(endpoint=endpoint)
+    try:
+        assert (await backend.deliver(item)).outcome is Outcome.DONE
+    finally:
+        await backend.aclose()
+    expected = '[{"article":"LUBE-5L","quantity":1.0},{"article":"FILTER-10","quantity":2.0}]'
+    if endpoint == "maintenanceWorks":
+        assert sim.state.maintenance_works[0]["properties"]["spareParts"] == expected
+    else:
+        assert f"spareParts: {expected}" in sim.state.historical_events[0]["notes"].splitlines()
 
 
 async def test_login_with_email_and_password(

@@ -144,7 +144,7 @@ class MobilityWork(CmmsUnderTest):
     def check(self, firing: str, key: str, expected: Expected, body: dict[str, Any]) -> None:
         assert body["description"] == expected.description
         assert body["metadata"] == {"gateway": "any-cmms", "rule": expected.rule, "firing": firing}
-        assert body["equipment"] == {"type": "externalReference", "value": "EQ-PRESS-01"}
+        assert body["equipment"] == {"type": "external", "value": "EQ-PRESS-01"}
         assert body["assignees"] == [{"type": "email", "value": "maintenance@factory.example"}]
 
 
@@ -245,6 +245,7 @@ class Servitly(_Harness):
   tenant: {SERVITLY_TENANT}
   api_key: {SERVITLY_API_KEY}
   pat: {SERVITLY_PAT}
+  endpoint: maintenanceWorks
   things: {{EQ-PRESS-01: {SERVITLY_THING}}}
   http: {{connect_timeout: 1s, read_timeout: 5s}}
 """

@@ -28,8 +28,9 @@ from typing import Any
 
 import pytest
 
-from gateway.app import Gateway, load_all
 from gateway.core.firings import firing_uuid
+from gateway.runtime.lifecycle import Gateway
+from gateway.runtime.reload import load_all
 from gateway.sim.plc import ModbusPlc, run_modbus_press
 from gateway.sources import codec
 from tests.e2e.any_cmms_support import CmmsUnderTest, DryRun, Expected, backend, running
@@ -200,7 +201,13 @@ def outbox_list_cli(config: Path, *extra: str) -> list[dict[str, Any]]:
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def match_expected(rows: list[dict[str, Any]]) -> dict[str, tuple[str, Expected]]:
+def installation_id(config: Path) -> str:
+    db = config.parent / "state" / "gateway.sqlite3"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return str(conn.execute("SELECT value FROM meta WHERE key = 'installation_id'").fetchone()[0])
+
+
+def match_expected(rows: list[dict[str, Any]], installation: str) -> dict[str, tuple[str, Expected]]:
     """The outbox rows (CLI JSON) matched to EXPECTED, in firing order: firing uuid -> (key, expected).
     Fails unless exactly the expected firings were recorded, each once, with the uuid of its key."""
     rows = sorted(rows, key=lambda r: r["created_at"])
@@ -214,7 +221,7 @@ def match_expected(rows: list[dict[str, Any]]) -> dict[str, tuple[str, Expected]
             assert key == expected.key
         else:
             assert key.startswith(f"{expected.rule}:")
-        assert row["firing"] == firing_uuid(GATEWAY_ID, key)
+        assert row["firing"] == firing_uuid(installation, GATEWAY_ID, key)
         out[row["firing"]] = (key, expected)
     assert len(out) == len(EXPECTED)
     return out
@@ -267,7 +274,7 @@ async def test_one_rule_set_any_cmms(tmp_path: Path, free_port: Callable[[], int
         await run_scenario(scenario, cmms, dry_run=isinstance(cmms, DryRun))
 
         rows = await asyncio.to_thread(outbox_list_cli, config)
-        firings = match_expected(rows)
+        firings = match_expected(rows, installation_id(config))
         assert {r["status"] for r in rows} == {"delivered"}
         assert {r["delivered_by"] for r in rows} == {kind}
         assert not any(r["maybe_committed"] for r in rows)

@@ -104,7 +104,7 @@ async def test_400_is_a_dead_letter_explained_field_by_field_and_retried_after_t
             # Field by field: the pointer, the server's message key and parameters, and what we sent there.
             assert (
                 "/equipment: error.payload.equipment.unknown (type=external, value=EQ-MISSING);"
-                ' we sent {"type": "externalReference", "value": "EQ-MISSING"}'
+                ' we sent {"type": "external", "value": "EQ-MISSING"}'
             ) in text
             assert (
                 "/assignees/0: error.payload.assignees.unknown (type=email, value=new.hire@factory.example);"

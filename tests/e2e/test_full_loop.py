@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from gateway.app import Gateway, load_all
+from gateway.runtime.lifecycle import Gateway
+from gateway.runtime.reload import load_all
 from gateway.sim.mobility_work import run_mobility_work_sim
 from gateway.sim.plc import run_modbus_press
 from gateway.sources import codec

@@ -73,7 +73,7 @@ async def test_register_over_threshold_makes_exactly_one_valid_task(
         assert body["metadata"]["gateway"] == "e2e-line"
         assert body["metadata"]["rule"] == "press1-overheat"
         assert uuid.UUID(body["metadata"]["firing"]).version == 5
-        assert body["equipment"] == {"type": "externalReference", "value": "EQ-PRESS-01"}
+        assert body["equipment"] == {"type": "external", "value": "EQ-PRESS-01"}
         assert body["description"] == "Press 1 overheating (92.5 °C)"
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", body["startDateTime"])
         assert [a for a in body["assignees"]] == [

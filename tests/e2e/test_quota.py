@@ -15,7 +15,7 @@ from gateway.cmms.schema import MobilityWorkConfig
 from gateway.config import DispatcherSection
 from gateway.core.clock import ManualClock
 from gateway.core.firings import Firing, Priority, TaskSpec
-from gateway.dispatcher import Dispatcher, DispatcherState
+from gateway.runtime.dispatcher import Dispatcher, DispatcherState
 from gateway.sim.mobility_work import run_mobility_work_sim
 from gateway.store import Store
 

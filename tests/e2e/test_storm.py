@@ -18,7 +18,7 @@ from gateway.cmms.mobility_work import MobilityWorkBackend
 from gateway.cmms.schema import HttpClientOptions, MobilityWorkConfig
 from gateway.config import DispatcherSection
 from gateway.core.firings import Firing, Priority, TaskSpec, firing_uuid
-from gateway.dispatcher import Dispatcher
+from gateway.runtime.dispatcher import Dispatcher
 from gateway.sim.mobility_work import Fault, run_mobility_work_sim
 from gateway.store import Store
 
@@ -126,7 +126,9 @@ async def test_storm_of_2000_firings_with_faults_and_two_outages(tmp_path: Path)
             # HTTP keep-alive: far fewer connections than requests.
             assert len({r.client for r in posts}) < len(posts) / 5
             # The uuids in the CMMS are the store's (deterministic per firing key).
-            assert firing_uuid(GATEWAY, firings[0].key) in tasks_per_firing
+            assert (
+                firing_uuid(await store.outbox.installation_id(), GATEWAY, firings[0].key) in tasks_per_firing
+            )
         finally:
             await backend.aclose()
             await store.close()

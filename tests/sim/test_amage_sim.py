@@ -254,3 +254,26 @@ async def test_a_hanging_request_ends_when_the_simulator_stops() -> None:
         with pytest.raises(httpx.ReadTimeout):
             await client.post(ADD, json={"name": "x"})
     # leaving the block did not wait the fault's 30 s: the hang is released on shutdown
+
+
+async def test_the_resource_plan_join(sim: AmageSim, client: httpx.AsyncClient) -> None:
+    # seed 002 "Linking an existing resource to a work order":
+    # POST /asset-plan/{work-order-uuid}/join-asset-to-plan-by-uuid/{uuid}
+    wo, asset = "1c4066e6-cdd6-4903-803a-b6bffe689527", "f25e62ea-0100-4f4e-aad2-853cf48df2b9"
+    join = f"/rest/amage/v1/work-orders/asset-plan/{wo}/join-asset-to-plan-by-uuid/{asset}"
+    missing = await client.post(join, headers=signed(join))
+    assert (missing.status_code, missing.json()["errorCode"]) == (400, "NOT_FOUND")  # no such work order
+    assert (await post(client, ADD, {"uuid": wo, "name": "for the plan"})).status_code == 200
+    joined = await client.post(join, headers=signed(join))
+    assert joined.status_code == 200
+    assert set(joined.json()) == {"id", "uuid", "success", "errorCode", "message"}  # the seed's result object
+    assert sim.state.asset_plans == [{"uuid": joined.json()["uuid"], "workOrder": wo, "asset": asset}]
+    # "If a resource is added multiple times to a given work order, the query will return an error."
+    again = await client.post(join, headers=signed(join))
+    assert (again.status_code, again.json()["success"]) == (400, False)
+    assert "already in the plan" in again.json()["message"]
+    sim.state.add_records("asset", ["2b6e1f0a-0000-4000-8000-000000000001"])
+    sim.state.check_references = True
+    other = join.replace(asset, "3c7f2a1b-0000-4000-8000-000000000002")
+    unknown = await client.post(other, headers=signed(other))
+    assert (unknown.status_code, unknown.json()["errorCode"]) == (400, "NOT_FOUND")

@@ -206,3 +206,17 @@ async def test_faults_and_the_control_api(sim: ServitlySim, client: httpx.AsyncC
 async def test_unknown_paths_and_methods(client: httpx.AsyncClient) -> None:
     assert (await client.post("/inventory/things", json={}, headers=TENANT)).status_code == 404
     assert (await client.get(WORKS, headers=TENANT)).status_code == 405
+
+
+async def test_a_maintenance_work_cannot_have_completed_in_the_future(
+    sim: ServitlySim, client: httpx.AsyncClient
+) -> None:
+    # seed 003: "endTimestamp: The timestamp when the maintenance work completed."
+    headers = await login(client)
+    future = int(sim.state.clock.now() * 1000) + 3_600_000
+    refused = await client.post(WORKS, json={**SEED_WORK, "endTimestamp": future}, headers=headers)
+    assert refused.status_code == 400
+    assert (
+        refused.json()["message"] == "Bad request: endTimestamp is in the future (the work has not completed)"
+    )
+    assert sim.state.maintenance_works == []

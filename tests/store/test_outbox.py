@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import sqlite3
 from pathlib import Path
 
@@ -181,3 +183,104 @@ async def test_claim_recover_and_prune_keep_possible_duplicates(tmp_path: Path) 
     assert [r.firing_key for r in await s.outbox.list()] == ["a"]
     assert (await s.outbox.get(a.outbox_id)).maybe_duplicated  # type: ignore[union-attr]
     await s.close()
+
+
+# ---------------------------------------------------------------------------------------------- issue 13.1
+
+
+async def test_a_read_never_sees_a_write_that_is_not_committed(store: Store) -> None:
+    inserted, fail = asyncio.Event(), asyncio.Event()
+
+    async def doomed_burst() -> None:  # record_firings failing on its last statement, held open meanwhile
+        async with store.db.write() as conn:
+            await conn.execute(
+                "INSERT INTO firings(key, uuid, rule_id, fired_at, priority, status, body)"
+                " VALUES ('k', 'u', 'r', 1, 'normal', 'queued', '{}')"
+            )
+            await conn.execute(
+                "INSERT INTO outbox(firing_id, priority, status, next_attempt_at, created_at, updated_at)"
+                " SELECT id, 1, 'queued', 0, 0, 0 FROM firings WHERE key='k'"
+            )
+            inserted.set()
+            await fail.wait()
+            raise sqlite3.OperationalError("database or disk is full")
+
+    writer = asyncio.create_task(doomed_burst())
+    await inserted.wait()
+    reads = asyncio.gather(store.outbox.due(now=1000.0, limit=10), store.outbox.counts())
+    for _ in range(20):  # give the reads every chance to run inside the open transaction
+        await asyncio.sleep(0)
+    fail.set()
+    with pytest.raises(sqlite3.OperationalError):
+        await writer
+    due, counts = await reads
+    assert due == [] and counts["queued"] == 0
+
+
+async def test_claim_takes_only_a_queued_unclaimed_row_that_still_holds_the_firing(store: Store) -> None:
+    await store.outbox.record_firings([firing("a", rule="a"), firing("b", rule="b")])
+    a, b = await store.outbox.due(now=1000.0, limit=10)
+    assert await store.outbox.drop(b.outbox_id)  # dropped between due() and claim()
+    assert await store.outbox.claim([b]) == []
+    foreign = dataclasses.replace(a, firing_uuid=b.firing_uuid)  # an id seen in a rolled-back transaction
+    assert await store.outbox.claim([foreign]) == []
+    (claimed,) = await store.outbox.claim([a])
+    assert claimed.claim and claimed.outbox_id == a.outbox_id
+    assert await store.outbox.claim([a]) == []  # already claimed
+    assert not await store.outbox.drop(a.outbox_id)  # in flight: its result decides
+
+
+async def test_a_result_is_recorded_only_by_the_attempt_that_claimed_the_row(store: Store) -> None:
+    await store.outbox.record_firings([firing("a", rule="a")])
+    (a,) = await store.outbox.due(now=1000.0, limit=10)
+    (claimed,) = await store.outbox.claim([a])
+    done = Delivery(Outcome.DONE, 201)
+    for stale in (a, dataclasses.replace(a, claim="not-this-attempt")):
+        assert not await store.outbox.mark_delivered(stale, done, backend="mw", quota_month="2026-01")
+        assert not await store.outbox.mark_dead(stale, Delivery(Outcome.DEAD, 400))
+        assert not await store.outbox.mark_retry(stale, Delivery(Outcome.RETRY, 503), next_attempt_at=0)
+    row = await store.outbox.get(a.outbox_id)
+    assert row is not None and row.status == "queued" and row.attempt_started_at is not None
+    assert await store.outbox.mark_delivered(claimed, done, backend="mw", quota_month="2026-01")
+    assert not await store.outbox.mark_delivered(claimed, done, backend="mw", quota_month="2026-01")
+    assert await store.outbox.quota_used("2026-01") == 1  # counted once
+
+
+async def test_outbox_ids_are_never_reused(store: Store) -> None:
+    await store.outbox.record_firings([firing("a", rule="a")])
+    (a,) = await store.outbox.due(now=1000.0, limit=10)
+    assert await store.outbox.mark_delivered(a, Delivery(Outcome.DONE, 201), backend="mw", quota_month=None)
+    assert await store.outbox.prune_delivered(older_than=2000.0) == 1  # the highest id is gone
+    await store.outbox.record_firings([firing("b", rule="b")])
+    (b,) = await store.outbox.due(now=1000.0, limit=10)
+    assert b.outbox_id > a.outbox_id
+
+
+async def test_migration_31_keeps_rows_and_ids(tmp_path: Path) -> None:
+    from gateway.store.db import DB_FILENAME, Database
+    from gateway.store.schema import MIGRATIONS
+
+    old = await Database.open(tmp_path / DB_FILENAME, migrations=[m for m in MIGRATIONS if m[0] < 31])
+    body = json.dumps(firing("old", rule="old").to_json())
+    async with old.write() as conn:  # a database written by the previous version
+        await conn.execute(
+            "INSERT INTO firings(id, key, uuid, rule_id, fired_at, priority, status, body)"
+            " VALUES (3, 'old', 'u-old', 'old', 1, 'normal', 'queued', ?)",
+            (body,),
+        )
+        await conn.execute(
+            "INSERT INTO outbox(id, firing_id, priority, status, next_attempt_at, created_at, updated_at)"
+            " VALUES (7, 3, 1, 'queued', 0, 0, 0)"
+        )
+    await old.close()
+    s = await Store.open(tmp_path, gateway_id="gw", clock=ManualClock(1000.0))
+    try:
+        (kept,) = await s.outbox.due(now=1000.0, limit=10)
+        assert (kept.outbox_id, kept.firing_uuid) == (7, "u-old")
+        await s.outbox.record_firings([firing("new", rule="new")])
+        ids = [r.id for r in await s.outbox.list()]
+        assert ids == [7, 8]
+        (claimed,) = await s.outbox.claim([kept])
+        assert claimed.claim
+    finally:
+        await s.close()

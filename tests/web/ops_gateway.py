@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from gateway.app import Gateway, load_all
+from gateway.runtime.lifecycle import Gateway
+from gateway.runtime.reload import load_all
 from gateway.sim.mobility_work import MobilityWorkSim, run_mobility_work_sim
 from gateway.sim.plc import ModbusPlc, run_modbus_press
 from gateway.sources import codec

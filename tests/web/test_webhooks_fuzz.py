@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.web.read_mw import KNOWN_EVENTS
 from gateway.web.signature import sign
-from gateway.web.webhooks_mw import KNOWN_EVENTS
 from tests.web.webhook_server import MW_PATH, SECRET, SM_PATH, running_receiver
 
 ALLOWED = {200, 400, 401, 413}

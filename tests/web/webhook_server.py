@@ -18,7 +18,8 @@ from gateway.core.clock import SystemClock
 from gateway.core.samples import Sample
 from gateway.core.webhooks import TaskClosed
 from gateway.store import Store
-from gateway.web.webhooks_mw import WebhookReceiver
+from gateway.web.receiver import WebhookReceiver
+from gateway.web.webhooks import routes
 
 SECRET = "whsec-current-7f3a"
 PREVIOUS_SECRET = "whsec-previous-1b2c"
@@ -69,9 +70,13 @@ async def running_receiver(tmp_path: Path, port: int, **http: Any) -> AsyncItera
     samples: list[Sample] = []
     closed: list[TaskClosed] = []
     receiver = WebhookReceiver(
-        store, HttpSection(**http), clock=store.clock, on_sample=samples.append, on_task_closed=closed.append
+        store.ledger,
+        HttpSection(**http),
+        clock=store.clock,
+        publish_input=lambda item: samples.append(item) if isinstance(item, Sample) else None,
+        on_task_closed=closed.append,
     )
-    app = Starlette(routes=receiver.routes())
+    app = Starlette(routes=routes(lambda: receiver))
     try:
         async with serve_app(app, port) as url:
             yield Running(url, store, receiver, samples, closed)

@@ -1,4 +1,4 @@
-"""`POST /webhooks/servicemobility/InventoryUsage` (with or without the trailing slash).
+"""The reader of ServiceMobility notifications, `POST /webhooks/servicemobility/InventoryUsage`.
 
 ServiceMobility wraps every notification in a CloudEvents-style envelope (`id`, `type`, `specversion`,
 `source`, `time`, `datacontenttype`, `action`, `data`); a repeated `id` must be disregarded (it is the
@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.core.webhooks import Incoming, LedgerOps, Movement
-from gateway.web.webhooks_mw import BadRequest, number, obj, text, timestamp
+from gateway.web.read_json import BadRequest, number, obj, text, timestamp
 
 SOURCE = "servicemobility"
 WORK_ORDER_MODULE = "1002"

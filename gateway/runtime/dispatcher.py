@@ -15,88 +15,45 @@ Independently of the state, two brakes keep a failing CMMS from being flooded:
     hold          a `Retry-After` (429, or a 503 that says it) holds every request until then, not only
                   the row's
 
-Every attempt is claimed in the store (fsynced) before its request leaves; see gateway/store/outbox.py.
+Every attempt is claimed in the store (fsynced) before its request leaves, and only a row the claim took is
+sent; see gateway/store/outbox.py. The brakes live beside this module: runtime/breaker.py (link down,
+probes), runtime/ratelimit.py (requests per second), runtime/quota.py (the monthly quota and its month).
+
+Over 500 lines on purpose: the drain loop and the outcome handling are one state machine whose transitions
+must be read together; everything separable (brakes, status, the store's guards) lives elsewhere.
+
+A `Retry-After` is capped at RETRY_AFTER_MAX_S (an absurd or infinite value never holds delivery for good)
+and forgotten on `resume()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
-from zoneinfo import ZoneInfo
 
 from gateway.config import DispatcherSection
+from gateway.core.backoff import Backoff
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.delivery import Delivery, OutboxItem, Outcome
 from gateway.core.firings import Priority
 from gateway.core.ports import Backend
+from gateway.runtime.breaker import LINK_DOWN_AFTER, LinkBreaker
+from gateway.runtime.dispatcher_status import DispatcherState, DispatcherStatus
+from gateway.runtime.quota import QuotaGuard, month_key
+from gateway.runtime.ratelimit import RateLimiter
 from gateway.store import Store
+
+__all__ = ["LINK_DOWN_AFTER", "Dispatcher", "DispatcherState", "DispatcherStatus", "month_key"]
 
 log = logging.getLogger(__name__)
 
-LINK_DOWN_AFTER = 10  # transient failures in a row (no answer from the CMMS in between) = the link is down
 STOP_GRACE_S = 5.0  # on shutdown, in-flight requests get this long to finish before they are abandoned
-
-
-class DispatcherState(enum.StrEnum):
-    RUNNING = "running"  # delivering
-    PAUSED = "paused"  # credentials or plan refused (401/403): everything kept queued, probing slowly
-    QUOTA_HELD = "quota_held"  # monthly quota reached: tasks held until the month turns
-
-
-@dataclass
-class DispatcherStatus:
-    state: DispatcherState = DispatcherState.RUNNING
-    reason: str = ""
-    quota_month: str = ""
-    quota_used: int = 0  # delivered + uncertain this month
-    quota_limit: int | None = None
-    high_only: bool = False  # inside the reserve: only priority high leaves
-    link_up: bool = True  # False after LINK_DOWN_AFTER transient failures in a row
-    link_error: str = ""
-    hold_until: float | None = None  # a Retry-After holds every request until then
-    in_flight: int = 0
-    maybe_committed: int = 0  # attempts since start whose request may have created a task unseen
-    last_success_at: float | None = None
-    last_attempt_at: float | None = None
-    attempts: dict[str, int] = field(default_factory=dict)  # by outcome, since start
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "reason": self.reason,
-            "quota_month": self.quota_month,
-            "quota_used": self.quota_used,
-            "quota_limit": self.quota_limit,
-            "high_only": self.high_only,
-            "link_up": self.link_up,
-            "link_error": self.link_error,
-            "hold_until": self.hold_until,
-            "in_flight": self.in_flight,
-            "maybe_committed": self.maybe_committed,
-            "last_success_at": self.last_success_at,
-            "last_attempt_at": self.last_attempt_at,
-            "attempts": dict(self.attempts),
-        }
-
-
-def month_key(ts: float, timezone: str) -> str:
-    """The quota month (YYYY-MM) of a timestamp, in the CMMS network's timezone."""
-    return datetime.fromtimestamp(ts, tz=ZoneInfo(timezone) if timezone != "UTC" else UTC).strftime("%Y-%m")
-
-
-def backoff_delay(attempt: int, *, initial: float, cap: float, rng: random.Random) -> float:
-    """Capped exponential backoff with jitter: attempt 1 -> [initial/2, initial], doubling up to
-    [cap/2, cap]."""
-    base = min(cap, initial * float(2 ** min(max(0, attempt - 1), 62)))
-    return base * (0.5 + rng.random() / 2)
+RETRY_AFTER_MAX_S = 3600.0  # a Retry-After longer than an hour (or infinite) holds for an hour, then we ask
 
 
 class Dispatcher:
@@ -107,36 +64,55 @@ class Dispatcher:
         *,
         settings: DispatcherSection | None = None,
         quota: int | None = None,
-        timezone: str = "UTC",
+        timezone: str | Callable[[], str | None] = "UTC",
         clock: Clock | None = None,
         rng: random.Random | None = None,
         on_delivery: Callable[[OutboxItem, Delivery], None] | None = None,
     ) -> None:
+        """`timezone`: the quota month's timezone, a name or (better) a getter of the current one, read at
+        every use so that network settings learned later and reloads are seen."""
         self.store = store
         self.backend = backend
         self.settings = settings or DispatcherSection()
-        self.quota = quota
-        self.timezone = timezone
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self.status = DispatcherStatus(quota_limit=quota)
+        self._timezone: Callable[[], str | None] = timezone if callable(timezone) else (lambda: timezone)
+        self.quota_guard = QuotaGuard(
+            store.outbox,
+            limit=quota,
+            timezone=lambda: self._timezone(),
+            warn_ratio=lambda: self.settings.quota_warn_ratio,
+            reserve_ratio=lambda: self.settings.high_priority_reserve_ratio,
+        )
+        self.breaker = LinkBreaker(
+            initial_s=self.settings.retry_initial, max_s=self.settings.retry_max, rng=self.rng
+        )
+        self.rate = RateLimiter(lambda: self.settings.rate_limit)
         self._wake = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._unrecorded: list[tuple[OutboxItem, Delivery]] = []  # results the store failed to take
-        self._next_probe_at = 0.0  # PAUSED or link down: the next single attempt not before this
+        self._unrecorded: list[tuple[OutboxItem, Delivery, float]] = []  # results the store failed to take
         self._hold_until = 0.0  # Retry-After: nothing leaves before this
-        self._failures = 0  # transient failures in a row with no answer from the CMMS in between
         self._gate_until: float | None = None  # when the last pass was blocked, when to look again
-        self._last_slot_monotonic = 0.0  # rate limit: the last slot handed out
-        self._last_sent_monotonic = 0.0  # rate limit: when the last request left
-        self._send_lock = asyncio.Lock()
-        self._warned_month = ""
         self._recovered = False
         self._store_retry_at = 0.0  # after a failed write to the state database, wait until then
         self._store_error: str | None = None
         self._on_delivery = on_delivery  # callback(item, delivery) for metrics and listeners
+        self.heartbeat: Callable[[], None] = lambda: None  # called on every pass (the supervisor's watchdog)
 
     # ------------------------------------------------------------------ control
+
+    @property
+    def quota(self) -> int | None:
+        return self.quota_guard.limit
+
+    @property
+    def timezone(self) -> str:
+        return self.quota_guard.timezone
+
+    @timezone.setter
+    def timezone(self, value: str | Callable[[], str | None]) -> None:
+        self._timezone = value if callable(value) else (lambda: value)
 
     def wake(self) -> None:
         """New rows were queued (or a slot freed): look at the outbox now, not at the next idle poll."""
@@ -144,16 +120,20 @@ class Dispatcher:
 
     def set_backend(self, backend: Backend, *, quota: int | None) -> None:
         self.backend = backend
-        self.quota = quota
+        self.quota_guard.limit = quota
         self.status.quota_limit = quota
 
     def resume(self) -> None:
-        """Leave PAUSED (the key or plan was fixed and the config reloaded); probe a down link now."""
+        """Leave PAUSED (the key or plan was fixed and the config reloaded); probe a down link now; forget a
+        Retry-After (the configuration, maybe the CMMS, changed)."""
         if self.status.state is DispatcherState.PAUSED:
             log.info("dispatcher resumed: trying the CMMS again")
             self.status.state = DispatcherState.RUNNING
             self.status.reason = ""
-        self._next_probe_at = 0.0
+        self.breaker.configure(initial_s=self.settings.retry_initial, max_s=self.settings.retry_max)
+        self.breaker.next_probe_at = 0.0
+        self._hold_until = 0.0
+        self.status.hold_until = None
         self.wake()
 
     async def recover(self) -> list[int]:
@@ -161,7 +141,7 @@ class Dispatcher:
         committed (their request may have created a task). Returns their outbox ids."""
         if self._recovered:
             return []
-        quota_month = self._quota_month if self.backend.counts_against_quota else None
+        quota_month = self.quota_guard.month if self.backend.counts_against_quota else None
         ids = await self.store.outbox.recover_interrupted(quota_month=quota_month)
         self._recovered = True
         if ids:
@@ -174,17 +154,22 @@ class Dispatcher:
             )
         return ids
 
-    def _quota_month(self, ts: float) -> str:
-        return month_key(ts, self.timezone)
+    def backoff(self, attempt: int) -> float:
+        """A row's backoff before retry `attempt`: ~retry_initial, doubling up to retry_max, jittered to
+        [b/2, b] (gateway/core/backoff.py)."""
+        return Backoff(
+            initial_s=self.settings.retry_initial, max_s=self.settings.retry_max, jitter=0.5, rng=self.rng
+        ).delay(attempt)
 
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
         """Deliver until cancelled; then in-flight requests get STOP_GRACE_S to finish."""
         try:
-            await self.recover()
             while True:
+                self.heartbeat()
                 try:
+                    await self.recover()  # inside the handling: a store error here is retried, not fatal
                     started = await self._start_due()
                 except asyncio.CancelledError:
                     raise
@@ -249,12 +234,12 @@ class Dispatcher:
             self._gate_until = self._hold_until
             return 0
         self.status.hold_until = None
-        single = self.status.state is DispatcherState.PAUSED or not self.status.link_up
+        single = self.status.state is DispatcherState.PAUSED or not self.breaker.link_up
         if single:
             if self._inflight:
                 return 0
-            if now < self._next_probe_at:
-                self._gate_until = self._next_probe_at
+            if not self.breaker.probe_due(now):
+                self._gate_until = self.breaker.next_probe_at
                 return 0
             free = 1
         allowed, normal_allowed, high_only = await self._check_quota(now)
@@ -280,7 +265,13 @@ class Dispatcher:
                 self._gate_until = min(self._gate_until, now + self.settings.idle_poll)
             return 0
         if single:
-            self._next_probe_at = float("inf")  # the probe's result sets the next one
+            # A finite safety net: whatever becomes of this probe, the next one comes at the latest then.
+            interval = (
+                self.settings.pause_probe_interval
+                if self.status.state is DispatcherState.PAUSED
+                else self.breaker.peek_delay()
+            )
+            self.breaker.probe_started(now, interval_s=interval)
         for item in items:
             self._inflight[item.outbox_id] = asyncio.create_task(
                 self._attempt(item, probe=single), name=f"deliver:{item.outbox_id}"
@@ -292,31 +283,40 @@ class Dispatcher:
         """Paused, link down or held since an attempt was planned: it must not leave (unless the probe)."""
         return (
             self.status.state is DispatcherState.PAUSED
-            or not self.status.link_up
+            or not self.breaker.link_up
             or self.clock.now() < self._hold_until
         )
 
     async def _attempt(self, item: OutboxItem, *, probe: bool = False) -> None:
+        sent = False
         try:
-            await self._respect_rate_limit()
+            await self.rate.slot()
             if not probe and self._blocked():
                 return  # nothing claimed, nothing sent: the row is simply due again
             try:
-                await self.store.outbox.claim([item])  # durable before the request leaves
+                claimed = await self.store.outbox.claim([item])  # durable before the request leaves
             except Exception as exc:
                 self._store_failed(f"could not claim outbox row {item.outbox_id}, not sending it: {exc}")
                 return
             self._store_ok()
-            await self._respect_rate_limit(final=True)
+            if not claimed:
+                # Dropped, delivered or claimed since it was read: it is not ours to send.
+                log.debug("outbox row %d changed before its claim: not sent", item.outbox_id)
+                return
+            (item,) = claimed
+            await self.rate.send_turn()
+            sent, sent_at = True, self.clock.now()
             delivery = await self._deliver(item)
             try:
-                await self._on_result(item, delivery)
+                await self._on_result(item, delivery, sent_at=sent_at)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._store_failed(f"could not record the result of outbox row {item.outbox_id}: {exc}")
-                self._unrecorded.append((item, delivery))
+                self._unrecorded.append((item, delivery, sent_at))
         finally:
+            if probe and not sent:
+                self.breaker.probe_unsent(self.clock.now())  # no result will move the schedule: we do
             self._inflight.pop(item.outbox_id, None)
             self.status.in_flight = len(self._inflight)
             self._wake.set()
@@ -338,9 +338,9 @@ class Dispatcher:
     async def _record_pending(self) -> bool:
         """Record results the store could not take before (disk full, …). True when none is left."""
         while self._unrecorded:
-            item, delivery = self._unrecorded[0]
+            item, delivery, sent_at = self._unrecorded[0]
             try:
-                await self._on_result(item, delivery, again=True)
+                await self._on_result(item, delivery, sent_at=sent_at, again=True)
             except Exception as exc:
                 log.debug("still cannot record the result of outbox row %d: %s", item.outbox_id, exc)
                 return False
@@ -365,43 +365,36 @@ class Dispatcher:
         delivery.elapsed_s = delivery.elapsed_s or (time.monotonic() - started)
         return delivery
 
-    async def _respect_rate_limit(self, *, final: bool = False) -> None:
-        """Wait for this request's turn: at most `rate_limit` requests per second leave.
-
-        Called twice per attempt: first to wait for a slot before the row is claimed (a row waiting here is
-        not "in flight"), then `final` right before the request leaves, one request at a time, measured on
-        the real send times (the claim's fsync and the event loop's wake-ups must not bunch requests).
-        """
-        spacing = 1.0 / self.settings.rate_limit
-        if not final:
-            now = time.monotonic()
-            slot = max(now, self._last_slot_monotonic + spacing)
-            self._last_slot_monotonic = slot
-            if slot > now:
-                await asyncio.sleep(slot - now)
-            return
-        async with self._send_lock:
-            wait = self._last_sent_monotonic + spacing - time.monotonic()
-            while wait > 0:
-                await asyncio.sleep(wait)
-                wait = self._last_sent_monotonic + spacing - time.monotonic()
-            self._last_sent_monotonic = time.monotonic()
-
     # ------------------------------------------------------------------ outcomes
 
-    async def _on_result(self, item: OutboxItem, delivery: Delivery, *, again: bool = False) -> None:
+    def _not_recorded(self, item: OutboxItem, delivery: Delivery) -> None:
+        log.warning(
+            "outbox row %d (firing %s) changed while its request was in flight: its result (%s %s) was "
+            "not recorded on it",
+            item.outbox_id,
+            item.firing_uuid,
+            delivery.outcome.value,
+            delivery.error or delivery.status_code or "",
+        )
+
+    async def _on_result(
+        self, item: OutboxItem, delivery: Delivery, *, sent_at: float, again: bool = False
+    ) -> None:
+        """Record one attempt's result. A task counts in the quota month of its request (`sent_at`), also
+        when the result is recorded later (the store refused it at first)."""
         now = self.clock.now()
         counts = self.backend.counts_against_quota
-        month = month_key(now, self.timezone) if counts else None
+        month = self.quota_guard.month(sent_at) if counts else None
         outcome = delivery.outcome
         if not again:
             self.status.attempts[outcome.value] = self.status.attempts.get(outcome.value, 0) + 1
             if self._on_delivery is not None:
                 self._on_delivery(item, delivery)
         if outcome is Outcome.DONE:
-            await self.store.outbox.mark_delivered(
+            if not await self.store.outbox.mark_delivered(
                 item, delivery, backend=self.backend.kind, quota_month=month
-            )
+            ):
+                self._not_recorded(item, delivery)
             self.status.last_success_at = now
             self._credentials_accepted()
             await self._link_answered(now)
@@ -409,7 +402,8 @@ class Dispatcher:
         elif outcome is Outcome.RETRY:
             await self._on_retry(item, delivery, now, month)
         elif outcome is Outcome.DEAD:
-            await self.store.outbox.mark_dead(item, delivery)
+            if not await self.store.outbox.mark_dead(item, delivery):
+                self._not_recorded(item, delivery)
             self._credentials_accepted()  # the CMMS read the request: the key works
             await self._link_answered(now)
             log.error(
@@ -420,8 +414,11 @@ class Dispatcher:
                 item.outbox_id,
             )
         elif outcome is Outcome.PAUSE:
-            self._next_probe_at = now + self.settings.pause_probe_interval
-            await self.store.outbox.mark_retry(item, delivery, next_attempt_at=now, count_attempt=False)
+            self.breaker.next_probe_at = now + self.settings.pause_probe_interval
+            if not await self.store.outbox.mark_retry(
+                item, delivery, next_attempt_at=now, count_attempt=False
+            ):
+                self._not_recorded(item, delivery)
             if self.status.state is not DispatcherState.PAUSED:
                 log.error(
                     "CMMS refused the credentials or the plan (%s): sending paused, everything stays queued; "
@@ -431,6 +428,13 @@ class Dispatcher:
                 )
             self.status.state, self.status.reason = DispatcherState.PAUSED, delivery.error
             await self._link_answered(now)
+
+    def _retry_after(self, delivery: Delivery) -> float | None:
+        """The server's Retry-After, capped at RETRY_AFTER_MAX_S (inf too); None when absent or NaN."""
+        value = delivery.retry_after_s
+        if value is None or math.isnan(value):
+            return None
+        return min(max(value, 0.0), RETRY_AFTER_MAX_S)
 
     async def _on_retry(self, item: OutboxItem, delivery: Delivery, now: float, month: str | None) -> None:
         if delivery.maybe_committed:
@@ -443,37 +447,39 @@ class Dispatcher:
                 item.firing_uuid,
                 delivery.error,
             )
-        if delivery.retry_after_s is not None:
+        retry_after = self._retry_after(delivery)
+        if retry_after is not None:
             # The server said when: honour it for every request, not only this row.
-            delay = max(delivery.retry_after_s, 0.0)
+            delay = retry_after
             self._hold_until = max(self._hold_until, now + delay)
             self.status.hold_until = self._hold_until
             await self._link_answered(now)
             log.debug("CMMS asks us to wait %.1f s (%s)", delay, delivery.error)
         else:
             delay = self.backoff(item.attempts + 1)
-            self._failures += 1
-            if self._failures >= LINK_DOWN_AFTER:
-                probe_in = self.backoff(self._failures - LINK_DOWN_AFTER + 1)
-                self._next_probe_at = now + probe_in
-                if self.status.link_up:
-                    self.status.link_up = False
-                    log.error(
-                        "CMMS unreachable (%s): everything stays queued; probing with one request at a time",
-                        delivery.error,
-                    )
-                self.status.link_error = delivery.error
-                log.debug("CMMS still unreachable (%s): next probe in %.1f s", delivery.error, probe_in)
+            if self.breaker.failed(now, delivery.error):
+                log.error(
+                    "CMMS unreachable (%s): everything stays queued; probing with one request at a time",
+                    delivery.error,
+                )
+            if not self.breaker.link_up:
+                self.status.link_up, self.status.link_error = False, self.breaker.error
+                log.debug(
+                    "CMMS still unreachable (%s): next probe in %.1f s",
+                    delivery.error,
+                    self.breaker.next_probe_at - now,
+                )
             elif self.status.state is DispatcherState.PAUSED:
-                self._next_probe_at = now + self.settings.pause_probe_interval
+                self.breaker.next_probe_at = now + self.settings.pause_probe_interval
             else:
-                self._next_probe_at = 0.0
-        await self.store.outbox.mark_retry(
+                self.breaker.next_probe_at = 0.0
+        if not await self.store.outbox.mark_retry(
             item,
             delivery,
             next_attempt_at=now + delay,
             quota_month=month if delivery.maybe_committed else None,
-        )
+        ):
+            self._not_recorded(item, delivery)
         log.debug("outbox row %d: %s; retry in %.1fs", item.outbox_id, delivery.error, delay)
 
     def _credentials_accepted(self) -> None:
@@ -483,21 +489,15 @@ class Dispatcher:
 
     async def _link_answered(self, now: float) -> None:
         """The CMMS answered: the link is up. After an outage, the backlog is due again in priority order."""
-        self._failures = 0
-        if not self.status.link_up:
+        if self.breaker.answered():
             self.status.link_up, self.status.link_error = True, ""
             released = await self.store.outbox.release_backoff(now=now)
             log.info(
                 "CMMS reachable again: delivering the backlog (%d rows waiting out a backoff now due)",
                 released,
             )
-        self._next_probe_at = 0.0 if self.status.state is not DispatcherState.PAUSED else self._next_probe_at
-
-    def backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter, capped: attempt 1 -> ~retry_initial, doubling up to retry_max."""
-        return backoff_delay(
-            attempt, initial=self.settings.retry_initial, cap=self.settings.retry_max, rng=self.rng
-        )
+        if self.status.state is not DispatcherState.PAUSED:
+            self.breaker.next_probe_at = 0.0
 
     # ------------------------------------------------------------------ quota
 
@@ -506,19 +506,20 @@ class Dispatcher:
 
         None = no limit. Requests in flight count as used: a burst can never overshoot the quota.
         """
-        month = month_key(now, self.timezone)
+        decision = await self.quota_guard.check(
+            now, in_flight=len(self._inflight), applies=self.backend.counts_against_quota
+        )
+        month = decision.month
         self.status.quota_month = month
-        if self.quota is None or not self.backend.counts_against_quota:
+        if decision.limit is None:
             self.status.high_only = False
             if self.status.state is DispatcherState.QUOTA_HELD:
                 self.status.state, self.status.reason = DispatcherState.RUNNING, ""
             return None, None, False
-        used = await self.store.outbox.quota_used(month)
+        used, limit = decision.used, decision.limit
         self.status.quota_used = used
-        limit = self.quota
-        reserve_from = int(limit * (1 - self.settings.high_priority_reserve_ratio))
-        if used >= limit * self.settings.quota_warn_ratio and self._warned_month != month:
-            self._warned_month = month
+        if decision.warn:
+            reserve_from = int(limit * (1 - self.settings.high_priority_reserve_ratio))
             log.warning(
                 "%d of %d tasks of this month's CMMS quota used (%s); from %d on only the tasks of "
                 "priority high rules leave, at %d tasks are held until the month turns",
@@ -528,7 +529,7 @@ class Dispatcher:
                 reserve_from,
                 limit,
             )
-        if used >= limit:
+        if decision.held:
             if self.status.state is DispatcherState.RUNNING:
                 log.error(
                     "monthly task quota reached (%d/%d in %s): tasks are held in the outbox until the month "
@@ -544,7 +545,5 @@ class Dispatcher:
         if self.status.state is DispatcherState.QUOTA_HELD:
             log.info("quota available again (%d/%d in %s): delivering", used, limit, month)
             self.status.state, self.status.reason = DispatcherState.RUNNING, ""
-        committed = used + len(self._inflight)
-        high_only = committed >= reserve_from
-        self.status.high_only = used >= reserve_from
-        return max(0, limit - committed), max(0, reserve_from - committed), high_only
+        self.status.high_only = decision.in_reserve
+        return decision.allowed, decision.normal_allowed, decision.high_only
