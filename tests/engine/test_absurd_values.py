@@ -134,17 +134,31 @@ def test_an_implausible_jump_is_not_counted_and_is_a_glitch_when_not_confirmed(
 
 
 @pytest.mark.timeout(20)
-def test_a_confirmed_implausible_jump_rebaselines_without_counting_it(
+def test_a_confirmed_jump_is_counted_with_at_most_one_firing_beyond_the_cap(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A counter that really moved on while the gateway was down (or a register stuck on garbage): once the
+    next sample agrees, the jump is counted; beyond 1,000 thresholds, one firing for the last of them."""
     eng = engine(tmp_path, LUBE)
     caplog.set_level(logging.WARNING, "gateway.engine")
     start = 5 * 10**17
     firings = feed(eng, "press1.strokes", [500, start, start + 400, start + 1100])
-    # 500 counted, then the jump (not counted), then 400 + 700 since it: the meter is at 1600
-    assert [f.key for f in firings] == ["lube:1000"]
-    assert eng.rule_status(T0)[0]["progress"]["current"] == 1600
-    assert ["jumped beyond max_jump" in r.getMessage() for r in caplog.records] == [True]
+    assert [f.key for f in firings] == [f"lube:{start}", f"lube:{start + 1000}"]
+    assert firings[0].fired_at == T0 + 2 * 60  # when the second sample confirmed the jump
+    assert eng.rule_status(T0)[0]["progress"]["current"] == start + 1100
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert f"jumped by {start - 500 + 400}" in messages[0] and "confirmed by 2 samples" in messages[0]
+    assert f"crossed {start // 1000} thresholds at once" in messages[1]
+
+
+def test_a_downtime_catch_up_beyond_max_jump_keeps_every_count(tmp_path: Path) -> None:
+    eng = engine(tmp_path, LUBE.replace("every: 1000", "every: 10"))  # max_jump 10,000
+    assert len(feed(eng, "press1.strokes", [0, 9_000])) == 900  # within max_jump: every threshold
+    firings = feed(eng, "press1.strokes", [29_005, 29_010], start=T0 + 600)  # +20,005: suspect, confirmed
+    assert [f.key for f in firings] == ["lube:29010"]  # 2,001 thresholds: one firing for the last
+    assert eng.rule_status(T0)[0]["progress"]["current"] == 29_010  # no count lost
+    assert [f.key for f in feed(eng, "press1.strokes", [29_020], start=T0 + 900)] == ["lube:29020"]
 
 
 @pytest.mark.timeout(20)
@@ -154,7 +168,7 @@ def test_more_crossings_than_the_cap_make_one_firing_for_the_last_threshold(
     eng = engine(tmp_path, LUBE.replace("every: 1000", "every: 1, max_jump: 1.0e+19"))
     caplog.set_level(logging.WARNING, "gateway.engine")
     firings = feed(eng, "press1.strokes", [0, 10**18, 10**18 + 1])
-    assert [f.key for f in firings] == [f"lube:{10**18}", f"lube:{10**18 + 1}"]
+    assert [f.key for f in firings] == [f"lube:{10**18}", f"lube:{10**18 + 1}"]  # within max_jump: at once
     (warning,) = caplog.records
     assert f"crossed {10**18} thresholds at once" in warning.getMessage()
     assert f"{10**18 - 1} skipped" in warning.getMessage()
@@ -262,7 +276,7 @@ def test_a_pending_reset_survives_a_restart(tmp_path: Path) -> None:
     eng = Engine(rs, gateway_id="gw")
     feed(eng, "press1.strokes", [0, 900, 30])
     state = json.loads(json.dumps(eng.export_state()))
-    assert state["lube"]["pending"] == ["reset", 30, 30, 1]
+    assert state["lube"]["pending"] == ["reset", 30, 30, 1, 30]
     eng2 = Engine(rs, gateway_id="gw", state=state)
     feed(eng2, "press1.strokes", [80], start=T0 + 600)
     assert eng2.rule_status(T0)[0]["progress"]["current"] == 980

@@ -59,7 +59,7 @@ class CounterWhen(WhenModel):
     ) = None
     rearm: Literal["fixed", "on_completion"] = "fixed"
     unit: str = "counts"
-    # An increase larger than this between two samples is implausible (not counted); default 1000 x every.
+    # An increase larger than this between two samples is suspect: counted once confirmed. Default 1000 x every.
     # (Both are left out of the trigger fingerprint, which decides whether a saved next threshold applies,
     # so that the fingerprints of rules written before them stay the same; a change is still a change.)
     max_jump: Annotated[Number, Field(gt=0)] | None = Field(default=None, exclude=True)
@@ -105,9 +105,9 @@ class CounterRuntime(RuleRuntime):
     -1 is 65,535) and a decrease from the upper half of the range to the lower half is a wrap-around
     (increase = new + N - previous). Any other decrease is a reset to 0 (the increase is then the new value,
     if positive). An increase beyond `max_jump` is implausible. A reset or an implausible jump is accepted
-    only once `confirm` consecutive samples agree with it (each an increase within max_jump of the one
-    before); a sample back in line with the last accepted value first makes the suspicious ones a glitch,
-    ignored with a WARNING. An accepted jump re-baselines the meter without counting the jump.
+    (and counted) only once `confirm` consecutive samples agree with it (each an increase within max_jump of
+    the one before); a sample back in line with the last accepted value first makes the suspicious ones a
+    glitch, ignored with a WARNING.
     Thresholds are the multiples of `every` of the meter (with `rearm: on_completion`, the meter at the
     task's completion plus `every`); each threshold crossed fires once, keyed by its threshold (one sample
     jumping over two makes two firings; over more than MAX_FIRINGS, one for the last and a WARNING).
@@ -199,7 +199,8 @@ class CounterRuntime(RuleRuntime):
         return (Step.UP, d) if d <= self.max_jump else (Step.JUMP, d)
 
     def _delta(self, last: Number_, v: Number_) -> Number_ | None:
-        """The increase of the meter for value `v` (None: nothing to count yet); updates last / pending."""
+        """The increase of the meter for value `v` (None: nothing to count yet); updates last / pending.
+        `pending` is [step, first value, last value, samples agreeing, increase since the last accepted]."""
         step, d = self._step(last, v)
         pending = self.pending
         if step is Step.UP:
@@ -209,36 +210,37 @@ class CounterRuntime(RuleRuntime):
             self.last = v
             return d
         if pending is not None:
-            kind, first, prev, agreeing = pending
-            if self._step(prev, v)[0] is Step.UP:
+            up, inc = self._step(pending[2], v)
+            if up is Step.UP:
                 pending[2] = v
-                pending[3] = agreeing = agreeing + 1
-                if agreeing >= self.confirm:
-                    return self._accept(kind, first, v)
+                pending[3] += 1
+                pending[4] += inc
+                if pending[3] >= self.confirm:
+                    return self._accept(pending[0], pending[4], v)
                 return None
             self._glitch(pending, last)
         if self.confirm <= 1:
-            return self._accept(step, v, v)
-        self.pending = [step, v, v, 1]
+            return self._accept(step, d, v)
+        self.pending = [step, v, v, 1, d]
         return None
 
-    def _accept(self, kind: Step, first: Number_, v: Number_) -> Number_:
-        """A reset or a jump confirmed: the value is the counter's from now on."""
+    def _accept(self, kind: Step, increase: Number_, v: Number_) -> Number_:
+        """A reset or a jump confirmed: the value is the counter's from now on; the increase is counted."""
         self.pending = None
         self.warned = False
         self.last = v
         if kind is Step.RESET:
             log.info("rule %s: counter %s reset (now %s)", self.id, self.signal, num(v))
-            return max(v, 0)  # counted from 0 up to v
-        log.warning(
-            "rule %s: counter %s jumped beyond max_jump (%s) to %s: taken as the new baseline, the jump is "
-            "not counted",
-            self.id,
-            self.signal,
-            num(self.max_jump),
-            num(first),
-        )
-        return v - first  # only what was counted since the jump
+        else:
+            log.warning(
+                "rule %s: counter %s jumped by %s (more than max_jump, %s), confirmed by %d samples: counted",
+                self.id,
+                self.signal,
+                num(increase),
+                num(self.max_jump),
+                self.confirm,
+            )
+        return increase
 
     def _glitch(self, pending: list[Any], last: Number_) -> None:
         self.ignored += pending[3]
@@ -334,8 +336,8 @@ class CounterRuntime(RuleRuntime):
             self.next = (self.total // self.every + 1) * self.every
         pending = state.get("pending")
         if pending:
-            kind, first, prev, agreeing = pending
-            self.pending = [Step(kind), _plain(first), _plain(prev), int(agreeing)]
+            kind, first, prev, agreeing, increase = pending
+            self.pending = [Step(kind), _plain(first), _plain(prev), int(agreeing), _plain(increase)]
         return same
 
     def progress(self) -> dict[str, Any]:
