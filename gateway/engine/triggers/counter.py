@@ -59,7 +59,7 @@ class CounterWhen(WhenModel):
     ) = None
     rearm: Literal["fixed", "on_completion"] = "fixed"
     unit: str = "counts"
-    # An increase larger than this between two samples is suspect: counted once confirmed. Default 1000 x every.
+    # An increase beyond this between two samples is suspect: counted once confirmed. Default 1000 x every.
     # (Both are left out of the trigger fingerprint, which decides whether a saved next threshold applies,
     # so that the fingerprints of rules written before them stay the same; a change is still a change.)
     max_jump: Annotated[Number, Field(gt=0)] | None = Field(default=None, exclude=True)
