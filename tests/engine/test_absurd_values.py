@@ -318,3 +318,21 @@ def test_episodes_within_one_millisecond_get_distinct_keys(tmp_path: Path) -> No
     ]
     later = eng.process_batch([good("press1.temp", v, now + 60) for v in (10, 90)], now + 60)
     assert [f.key for f in later] == ["hot:2026-01-01T00:01:00.999Z"]
+
+
+def test_a_confirmed_float_plateau_leaves_the_meter_exact(tmp_path: Path) -> None:
+    """Found by the absurd campaign: a float near 2**64 held for two samples made the meter a float of 1.8e19,
+    where an increment of 10 rounds to nothing: the rule never fired again."""
+    eng = engine(tmp_path, LUBE.replace("every: 1000", "every: 10"))
+    feed(eng, "press1.strokes", [100, 1.8e19, 1.8e19])  # confirmed: counted (one capped firing)
+    firings = feed(eng, "press1.strokes", [150, 160, 170, 180], start=T0 + 600)  # a reset, confirmed
+    assert len(firings) == 16 + 1 + 1  # 160 counted at the confirmation, then +10, +10: exact units again
+    assert type(eng.rule_status(T0)[0]["progress"]["current"]) is int
+
+
+def test_a_reset_to_a_value_beyond_max_jump_is_a_new_baseline(tmp_path: Path) -> None:
+    eng = engine(tmp_path, LUBE.replace("every: 1000", "every: 10"))  # max_jump 10,000
+    feed(eng, "press1.strokes", [10**9, 10**9 + 5])
+    firings = feed(eng, "press1.strokes", [50_000, 50_005], start=T0 + 600)  # counts 5, not 50,005
+    assert [f.key for f in firings] == ["lube:1000000010"]
+    assert eng.rule_status(T0)[0]["progress"]["current"] == 10**9 + 10

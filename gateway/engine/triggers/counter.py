@@ -42,6 +42,7 @@ WRAP_TYPES = {"uint16": 1 << 16, "int16": 1 << 16, "uint32": 1 << 32, "int32": 1
 MAX_FIRINGS = 1000
 # Default `max_jump`, in multiples of `every`.
 DEFAULT_JUMP_EVERY = 1000
+EXACT = float(1 << 53)  # floats beyond this magnitude are taken as ints (all of them are whole numbers)
 
 Number_ = int | float
 
@@ -153,6 +154,8 @@ class CounterRuntime(RuleRuntime):
 
     def on_sample(self, sample: Sample, now: float) -> Firings:
         v = sample.value
+        if type(v) is float and (v >= EXACT or v <= -EXACT) and v - v == 0.0:  # type: ignore[operator]
+            v = int(v)  # beyond 2**53 a float is a whole number: keep the meter exact (no increment lost)
         last = self.last
         total = self.total
         # Fast path: a good number, a plausible increase, no threshold reached, nothing pending.
@@ -194,8 +197,8 @@ class CounterRuntime(RuleRuntime):
             d = v - prev
         elif self.wrap is not None and prev >= self.wrap / 2 > v:
             d = v + self.wrap - prev
-        else:
-            return Step.RESET, max(v, 0)
+        else:  # counted from 0 up to v; a value beyond max_jump after a reset is a new baseline
+            return Step.RESET, v if 0 < v <= self.max_jump else 0
         return (Step.UP, d) if d <= self.max_jump else (Step.JUMP, d)
 
     def _delta(self, last: Number_, v: Number_) -> Number_ | None:
