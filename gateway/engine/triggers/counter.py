@@ -158,11 +158,11 @@ class CounterRuntime(RuleRuntime):
             v = int(v)  # beyond 2**53 a float is a whole number: keep the meter exact (no increment lost)
         last = self.last
         total = self.total
-        # Fast path: a good number, a plausible increase, no threshold reached, nothing pending.
+        # Fast path: a good integer, a plausible increase, no threshold reached, nothing pending.
         if (
             last is not None
             and total is not None
-            and (type(v) is int or type(v) is float)
+            and type(v) is int
             and sample.quality is GOOD
             and self.wrap is None
             and self.pending is None
@@ -189,7 +189,10 @@ class CounterRuntime(RuleRuntime):
         delta = self._delta(last, v)
         if delta is None:
             return None
-        self.total = total + delta
+        new_total = total + delta
+        if type(new_total) is float and not -EXACT < new_total < EXACT:
+            new_total = int(total) + round(delta)  # beyond 2**53 the meter counts whole units, exactly
+        self.total = new_total
         return self._crossings(sample, v, now)
 
     def _step(self, prev: Number_, v: Number_) -> tuple[Step, Number_]:
