@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck unit rules-test bench torture clean venv deps-system interop-deps
+.PHONY: demo test lint schemas typecheck unit rules-test bench torture clean venv deps-system interop-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(TSTAMP): $(BIN)/python pyproject.toml
 
 venv: $(STAMP)
 
+## Regenerate schemas/*.schema.json (mw-gateway schema) after a change to the config or rule models.
+schemas: $(STAMP)
+	for kind in config rules tests; do $(BIN)/mw-gateway schema $$kind > schemas/$$kind.schema.json; done
+
 ## Run the gateway end to end: simulated machines + a local Mobility Work simulator.
 demo: $(STAMP)
 	$(BIN)/mw-gateway demo $(DEMO_ARGS)
@@ -29,7 +33,8 @@ demo: $(STAMP)
 deps-system:
 	@bash scripts/ensure-system-deps.sh
 
-## npm packages of the interop tests (Eclipse Tahu's Sparkplug B client), pinned by tests/interop/package-lock.json.
+## npm packages of the interop tests (node-opcua's server, Eclipse Tahu's Sparkplug B client), pinned by
+## tests/interop/package-lock.json. The libmodbus server is compiled by the tests (libmodbus-dev: deps-system).
 INTEROP := tests/interop/node_modules/.installed
 $(INTEROP): tests/interop/package.json tests/interop/package-lock.json
 	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
@@ -59,8 +64,8 @@ bench: $(TSTAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## Fault campaigns (power cut, outage, links, input, disk).
-torture: $(TSTAMP) deps-system
+torture: $(TSTAMP) deps-system interop-deps
 	$(BIN)/python -m torture $(TORTURE_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis tests/interop/node_modules tests/interop/build

@@ -80,7 +80,7 @@ class Door:
             plain = int(value) if isinstance(value, int) else float(value)
             why = refusal(plain)
             if why is None:
-                return Sample(sample.signal, plain, sample.ts, sample.quality, sample.reason)
+                return Sample(sample.signal, plain, sample.ts, sample.quality, sample.reason, sample.retained)
         signal = sample.signal
         self.refused[signal] = self.refused.get(signal, 0) + 1
         last = self.warned.get(signal)
@@ -93,4 +93,4 @@ class Door:
                 why,
                 self.refused[signal],
             )
-        return Sample(signal, None, sample.ts, BAD, f"value refused: {why}")
+        return Sample(signal, None, sample.ts, BAD, f"value refused: {why}", sample.retained)

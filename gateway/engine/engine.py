@@ -30,9 +30,17 @@ _Handler = Any  # bound method on_sample of a runtime
 
 
 class Engine:
-    def __init__(self, ruleset: RuleSet, *, gateway_id: str, state: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        *,
+        gateway_id: str,
+        state: Mapping[str, Any] | None = None,
+        values: dict[str, Sample] | None = None,
+    ) -> None:
         self.gateway_id = gateway_id
-        self.last_values: dict[str, Sample] = {}
+        # `values`: the backtest passes a dict that looks up the signals no rule is driven by on demand
+        self.last_values: dict[str, Sample] = {} if values is None else values
         self._dirty: set[str] = set()
         self._host = Host(gateway_id, self.last_values, self._dirty)
         self._runtimes: dict[str, RuleRuntime] = {}
@@ -113,9 +121,12 @@ class Engine:
         if handlers is None:  # no rule reads it: kept as received (templates, status page)
             self.last_values[signal] = sample
             return []
+        retained = sample.retained
         self.door.now = now
         sample = self.door.check(sample)
         self.last_values[signal] = sample
+        if retained:  # a last known value, not an observation: no trigger
+            return []
         self._samples_for_rules[signal] = self._samples_for_rules.get(signal, 0) + 1
         if len(handlers) == 1:
             return handlers[0](sample, now) or []
@@ -154,6 +165,8 @@ class Engine:
             elif tv is not int or not imin <= v <= imax:  # type: ignore[operator]
                 sample = check(sample)
             last_values[signal] = sample
+            if sample.retained:  # a last known value, not an observation: no trigger
+                continue
             counts[signal] = counts.get(signal, 0) + 1
             for handler in handlers:
                 fired = handler(sample, now)
@@ -182,6 +195,11 @@ class Engine:
     def refused(self) -> dict[str, int]:
         """Per signal: samples whose value the engine refused since start (admit.py)."""
         return dict(self.door.refused)
+
+    @property
+    def needs_tick(self) -> bool:
+        """Whether tick() can do anything (some enabled rule has timers, hours or stale signals)."""
+        return bool(self._timed)
 
     def evaluations(self) -> dict[str, int]:
         """Per enabled rule: the samples of its signals and the ticks it was evaluated on since start."""

@@ -27,6 +27,7 @@ from gateway.engine.triggers.base import (
     is_number,
     num,
 )
+from gateway.engine.triggers.forecast import RateWindow
 
 if TYPE_CHECKING:
     from gateway.engine.loader import CompiledRule
@@ -125,6 +126,7 @@ class CounterRuntime(RuleRuntime):
         "next",
         "on_completion",
         "pending",
+        "rate",
         "signal",
         "total",
         "unit",
@@ -151,6 +153,7 @@ class CounterRuntime(RuleRuntime):
         self.pending: list[Any] | None = None
         self.ignored = 0  # samples ignored as glitches since start (status page)
         self.warned = False  # a glitch WARNING was logged since the last accepted reset or jump
+        self.rate = RateWindow()  # checkpoints of the meter for the forecast (not persisted)
 
     def on_sample(self, sample: Sample, now: float) -> Firings:
         v = sample.value
@@ -172,6 +175,10 @@ class CounterRuntime(RuleRuntime):
             self.total = total + (v - last)  # type: ignore[operator]
             self.last = v  # type: ignore[assignment]
             self.host.dirty.add(self.id)
+            if v > last:  # type: ignore[operator]
+                self.rate.moved_at = now
+            if now >= self.rate.due:
+                self.rate.add(now, self.total)
             return None
         if sample.quality is not GOOD or not is_number(v):
             return None
@@ -193,6 +200,10 @@ class CounterRuntime(RuleRuntime):
         if type(new_total) is float and not -EXACT < new_total < EXACT:
             new_total = int(total) + round(delta)  # beyond 2**53 the meter counts whole units, exactly
         self.total = new_total
+        if delta > 0:
+            self.rate.moved_at = now
+        if now >= self.rate.due:
+            self.rate.add(now, new_total)
         return self._crossings(sample, v, now)
 
     def _step(self, prev: Number_, v: Number_) -> tuple[Step, Number_]:
@@ -345,6 +356,9 @@ class CounterRuntime(RuleRuntime):
             kind, first, prev, agreeing, increase = pending
             self.pending = [Step(kind), _plain(first), _plain(prev), int(agreeing), _plain(increase)]
         return same
+
+    def forecast(self, now: float) -> dict[str, Any] | None:
+        return self.rate.forecast(now, self.total, self.next, unit=self.unit)
 
     def progress(self) -> dict[str, Any]:
         out = {
