@@ -114,10 +114,29 @@ RULES = """
   when: {stale: m.flow, for: 30s}
   while_open: create
   task: {description: "stale {{ value }}"}
+- id: avg
+  when: {signal: m.vib, avg: 5s, above: 80, reset_below: 70}
+  while_open: create
+  task: {description: "avg {{ value }}"}
+- id: min
+  when: {signal: m.vib2, min: 5s, above: 80, reset_below: 70}
+  while_open: create
+  task: {description: "min {{ value }}"}
+- id: max
+  when: {signal: m.vib3, max: 5s, above: 80, reset_below: 70}
+  while_open: create
+  task: {description: "max {{ value }}"}
+- id: change
+  when: {signal: m.oven, change: 5s, above: 30}
+  while_open: create
+  task: {description: "change {{ value }}"}
+- id: count-edges
+  when: {count: m.jam, within: 1m, at_least: 3}
+  while_open: create
+  task: {description: "count {{ value }}"}
 """
-KINDS_COVERED = {"counter", "hours", "signal", "expr", "stale"}
 SIGNALS = ["m.count", "m.count16", "m.count32", "m.run", "m.load", "m.temp", "m.level", "m.mode"]
-SIGNALS += ["m.state", "m.faults", "m.flow"]
+SIGNALS += ["m.state", "m.faults", "m.flow", "m.vib", "m.vib2", "m.vib3", "m.oven", "m.jam"]
 
 
 async def run(report: Report) -> None:
@@ -240,6 +259,19 @@ def _plausible_scenario(eng: Engine, t: float) -> set[str]:
         base = 1000
         for step in range(40):  # in line, within max_jump: a pending suspicion is confirmed or a glitch
             feed(signal, base + step * 250)
+    for signal in ("m.vib", "m.vib2", "m.vib3"):  # below the reset, held past the window
+        for _ in range(8):
+            feed(signal, 10.0)
+    for _ in range(8):
+        feed("m.oven", 20.0)
+    feed("m.jam", False)
+    for signal in ("m.vib", "m.vib2", "m.vib3"):
+        for _ in range(8):
+            feed(signal, 95.0)
+    feed("m.oven", 90.0)
+    for _ in range(3):  # three rising edges within the minute
+        feed("m.jam", True)
+        feed("m.jam", False)
     feed("m.temp", 95.0)
     feed("m.level", 1.0)
     feed("m.mode", "MANUAL")
