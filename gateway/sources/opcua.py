@@ -28,7 +28,7 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.node import Node
-from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
+from asyncua.common.subscription import DataChangeEvent, OpcEvent, OverflowPolicy, StatusChangeEvent
 from asyncua.crypto import security_policies
 from asyncua.ua.uaerrors import UaError
 from cryptography import x509
@@ -38,6 +38,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.samples import Emit, SourceStats, Value
 from gateway.sources._common import Link, Sink, quiet_library_logger
+from gateway.sources.opcua_alarms import AlarmWatch
 from gateway.sources.schema import OpcuaSignal, OpcuaSource
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class OpcuaConnector:
         self._link = Link(self._what, log, self.stats)
         self._last_ts: dict[str, float] = {}
         self._certificate_checked = False
+        self._alarms = AlarmWatch(name, config.alarms, self._clock, state_dir) if config.alarms else None
 
     def signal_names(self) -> list[str]:
         return list(self.signals)
@@ -143,6 +145,8 @@ class OpcuaConnector:
                 self.stats.errors += 1
                 if self._link.down(_describe(exc)):
                     sink.all_bad(self.signals, f"link down: {_describe(exc)}")
+                    if self._alarms:
+                        self._alarms.link_down(sink, f"link down: {_describe(exc)}")
                 await _disconnect(client)
                 _raise_if_cancelled()
                 await asyncio.sleep(backoff.next())
@@ -159,6 +163,8 @@ class OpcuaConnector:
                 self.stats.errors += 1
                 if self._link.down(_describe(exc)):
                     sink.all_bad(self.signals, f"link down: {_describe(exc)}")
+                    if self._alarms:
+                        self._alarms.link_down(sink, f"link down: {_describe(exc)}")
             finally:
                 await _disconnect(client)
             _raise_if_cancelled()
@@ -214,6 +220,10 @@ class OpcuaConnector:
                         sink.garbage(
                             name, f"the server refused to monitor {node.nodeid.to_string()}: {result.name}"
                         )
+        if self._alarms:
+            await self._alarms.subscribe(
+                client, sub, lambda node: self._resolve(client, OpcuaSignal(node=node))
+            )
         # Not a TaskGroup: on Python 3.11 a child failing while the group is already exiting leaves our task
         # marked as cancelling (fixed in 3.12), and the exception would come wrapped in an ExceptionGroup.
         tasks = [
@@ -235,12 +245,17 @@ class OpcuaConnector:
             while True:
                 state = await states.next_change()
                 if state is UaClientState.CONNECTED:
-                    if self._link.up() and resolved:  # asyncua reconnected: do the names still hold?
+                    recovered = self._link.up()
+                    if recovered and resolved:  # asyncua reconnected: do the names still hold?
                         await self._check_names(client, resolved)
+                    if recovered and self._alarms:  # alarms raised or cleared while the link was down
+                        await self._alarms.refresh()
                 elif self._link.is_up and state in (UaClientState.RECONNECTING, UaClientState.DISCONNECTED):
                     self.stats.errors += 1
                     if self._link.down("connection lost; asyncua is reconnecting"):
                         sink.all_bad(self.signals, "link down: connection lost")
+                        if self._alarms:
+                            self._alarms.link_down(sink, "link down: connection lost")
                 supervisor = getattr(client, "_supervisor_task", None)
                 if supervisor is not None and supervisor.done():
                     raise ConnectionError("the OPC UA client stopped reconnecting")
@@ -261,6 +276,9 @@ class OpcuaConnector:
 
     async def _consume(self, sub: Any, by_node: dict[Any, list[str]], sink: Sink) -> None:
         async for event in sub:
+            if isinstance(event, OpcEvent) and self._alarms:
+                self._alarms.on_event(event, sink)
+                continue
             if isinstance(event, StatusChangeEvent):
                 log.debug("%s: subscription status %s", self._what, event.notification.Status)
                 continue
