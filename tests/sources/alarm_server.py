@@ -103,5 +103,7 @@ class AlarmServer:
         # which it cannot encode: they are DateTime variants.
         for name, kind in list(event.data_types.items()):
             if isinstance(kind, ua.NodeId):
-                event.data_types[name] = ua.VariantType.DateTime if name.endswith("Time") else ua.VariantType.Double
+                event.data_types[name] = (
+                    ua.VariantType.DateTime if name.endswith("Time") else ua.VariantType.Double
+                )
         return Alarm(generator)

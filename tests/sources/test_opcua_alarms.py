@@ -3,7 +3,6 @@ conditions: the signals, severity_min, ConditionRefresh after a reconnect, one t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import socket
@@ -17,8 +16,8 @@ from gateway.core.samples import Quality
 from gateway.sources.opcua import OpcuaConnector
 from gateway.sources.registry import build_source
 from gateway.sources.schema import OpcuaSource
-from tests.sources.alarm_server import AlarmServer
 from tests.engine.helpers import T0, engine
+from tests.sources.alarm_server import AlarmServer
 from tests.sources.conftest import Collector, running
 
 FAST = {"publishing_interval": 0.05, "reconnect_delay": 0.05, "reconnect_max_delay": 0.5, "timeout": 2}
@@ -42,7 +41,9 @@ async def alarm_server() -> AsyncIterator[AlarmServer]:
 
 
 def source(url: str, tmp_path: Path, alarms: dict[str, Any], **options: Any) -> OpcuaConnector:
-    config = OpcuaSource.model_validate({"protocol": "opcua", "url": url, **FAST, **options, "alarms": alarms})
+    config = OpcuaSource.model_validate(
+        {"protocol": "opcua", "url": url, **FAST, **options, "alarms": alarms}
+    )
     built = build_source("oven", config, state_dir=tmp_path)
     assert isinstance(built, OpcuaConnector)
     return built
@@ -79,7 +80,9 @@ async def test_severity_min_and_names_after_the_source(collector: Collector, tmp
         low = await plc.alarm("Pump7", "Vibration", via="equipment")
         high = await plc.alarm("Pump7", "Seal", via="equipment")
         src = source(
-            plc.url, tmp_path, {"source": f"ns={plc.ns};s=Pump7", "severity_min": 500, "name": "source_condition"}
+            plc.url,
+            tmp_path,
+            {"source": f"ns={plc.ns};s=Pump7", "severity_min": 500, "name": "source_condition"},
         )
         async with running(src, collector):
             await low.raise_("vibration slightly high", severity=300)
