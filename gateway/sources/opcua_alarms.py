@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import ua
+from asyncua.observer import Observer, SubscriptionEvent
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError
@@ -59,6 +60,15 @@ from gateway.sources.schema import OpcuaAlarms
 log = logging.getLogger(__name__)
 
 
+class _OnRecreated(Observer):
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+
+    def on_subscription_event(self, subscription_id: int | None, event: SubscriptionEvent) -> None:
+        if event is SubscriptionEvent.RECREATED:
+            self._callback()
+
+
 def _nid(identifier: int) -> ua.NodeId:
     return ua.NodeId(ua.Int32(identifier))
 
@@ -68,6 +78,7 @@ _REFRESH_END = _nid(ObjectIds.RefreshEndEventType)
 _REFRESH_REQUIRED = _nid(ObjectIds.RefreshRequiredEventType)
 _DETAILS = ("severity", "message", "acked", "source")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_NS_PREFIX = re.compile(r"^[0-9]+:")  # node-opcua's SourceName is the browse name with its index: "2:Oven1"
 _REFRESH_WAIT_S = 10.0  # how long a refresh after a reconnect waits for asyncua to re-create the event item
 _SAME_TIME_S = 0.001  # two activation times closer than this are the same activation
 
@@ -89,6 +100,7 @@ _FIELDS: tuple[tuple[str, int, tuple[str, ...], int], ...] = (
         AttributeIds.Value,
     ),
     ("AckedState/Id", ObjectIds.AcknowledgeableConditionType, ("AckedState", "Id"), AttributeIds.Value),
+    ("BranchId", ObjectIds.ConditionType, ("BranchId",), AttributeIds.Value),
 )
 
 
@@ -133,7 +145,8 @@ class _Known:
 
 def decode(fields: list[Any]) -> tuple[str, ConditionEvent | None]:
     """(kind, event) from the event's fields (Variants or values) in _FIELDS order: kind is "condition",
-    "refresh_start", "refresh_end", "refresh_required" or "other" (the event is set only for a condition).
+    "branch", "refresh_start", "refresh_end", "refresh_required" or "other" (the event is set only for a
+    condition).
     Never raises."""
     plain = [f.Value if isinstance(f, ua.Variant) else f for f in fields]
     get = dict(zip((f[0] for f in _FIELDS), plain, strict=False)).get
@@ -147,13 +160,16 @@ def decode(fields: list[Any]) -> tuple[str, ConditionEvent | None]:
     cid = get("ConditionId")
     if not isinstance(cid, ua.NodeId) or cid.is_null():
         return "other", None
+    branch = get("BranchId")
+    if isinstance(branch, ua.NodeId) and not branch.is_null():
+        return "branch", None  # a previous state kept for acknowledgement, not the condition's current state
     active = get("ActiveState/Id")
     acked = get("AckedState/Id")
     severity = get("Severity")
     return "condition", ConditionEvent(
         condition_id=cid.to_string(),
         condition_name=_text(get("ConditionName")),
-        source_name=_text(get("SourceName")),
+        source_name=_NS_PREFIX.sub("", _text(get("SourceName"))),
         active=active if isinstance(active, bool) else None,
         acked=acked if isinstance(acked, bool) else None,
         severity=int(severity) if isinstance(severity, int) and not isinstance(severity, bool) else 0,
@@ -322,6 +338,8 @@ class AlarmWatch:
         self._client: Any = None
         self._sub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self._refreshed: int | None = None  # the subscription id of the last ConditionRefresh
 
     def signal_names(self) -> list[str]:
         return self.state.signal_names()
@@ -331,6 +349,9 @@ class AlarmWatch:
         An object that cannot be found or monitored is one WARNING; the data signals keep working."""
         self._client, self._sub = client, sub
         self._handle = None
+        # asyncua re-creates the subscription after a reconnect to a server that lost it (a restart): the
+        # retained conditions must then be refreshed on the new subscription
+        client.uaclient.observer = _OnRecreated(lambda: self._schedule_refresh(unless_done=True))
         try:
             node = await resolve(self.config.source)
             before = set(sub._monitored_items)
@@ -351,40 +372,56 @@ class AlarmWatch:
         elif kind == "refresh_end":
             emitted = self.state.refresh_end()
         elif kind == "refresh_required":  # the server lost events: it asks for a ConditionRefresh
-            task = asyncio.create_task(self.refresh())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._schedule_refresh()
         elif cond is not None:
             emitted = self.state.on_condition(cond)
         for signal, value, ts in emitted:
             sink.good(signal, value, ts)
 
-    async def refresh(self) -> None:
-        """ConditionRefresh on the subscription, once its event item exists on the server (after a reconnect
-        asyncua may still be re-creating it when the session is back)."""
+    async def refresh(self, *, unless_done: bool = False) -> None:
+        """ConditionRefresh on the subscription. One at a time: the events of two refreshes must not mix.
+        unless_done: not when the subscription as it is now was refreshed already (after a re-creation, the
+        refresh that followed the reconnect usually waited for it)."""
+        async with self._lock:
+            sub = self._sub
+            if unless_done and sub is not None and sub.subscription_id == self._refreshed:
+                return
+            await self._refresh()
+
+    def _schedule_refresh(self, *, unless_done: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self.refresh(unless_done=unless_done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(self) -> None:
+        """Once the event item exists on the server: after a reconnect asyncua may still be transferring or
+        re-creating the subscription when the session is back. A refresh that went to a subscription
+        re-created meanwhile is made again on the new one."""
         client, sub = self._client, self._sub
         if client is None or sub is None or self._handle is None:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _REFRESH_WAIT_S
         while True:
-            if sub.subscription_id is not None and self._handle in sub._monitored_items:
+            used = sub.subscription_id
+            if used is not None and self._handle in sub._monitored_items:
                 try:
                     await client.get_node(_nid(ObjectIds.ConditionType)).call_method(
                         _nid(ObjectIds.ConditionType_ConditionRefresh),
-                        ua.Variant(sub.subscription_id, ua.VariantType.UInt32),
+                        ua.Variant(used, ua.VariantType.UInt32),
                     )
-                    log.debug("%s: ConditionRefresh on subscription %s", self._source, sub.subscription_id)
-                    return
                 except UaError as exc:
-                    # the subscription is being re-created under another id: try again; anything else is final
+                    # the subscription is being moved to the new session: try again; anything else is final
                     if "BadSubscriptionIdInvalid" not in str(exc) or loop.time() >= deadline:
                         log.warning("%s: ConditionRefresh failed: %s", self._source, exc)
                         return
+                else:
+                    if sub.subscription_id == used and self._handle in sub._monitored_items:
+                        self._refreshed = used
+                        log.debug("%s: ConditionRefresh on subscription %s", self._source, used)
+                        return
             elif loop.time() >= deadline:
-                log.warning(
-                    "%s: ConditionRefresh not called: the subscription was not re-created", self._source
-                )
+                log.warning("%s: no ConditionRefresh: the subscription was not re-created", self._source)
                 return
             await asyncio.sleep(0.05)
 

@@ -137,6 +137,7 @@ def test_decode_takes_what_the_server_sent_and_never_raises() -> None:
         "ActiveState/Id": True,
         "ActiveState/TransitionTime": at,
         "AckedState/Id": False,
+        "BranchId": ua.NodeId(),
     }
     kind, cond = decode([ua.Variant(values[n]) for n in names])
     assert kind == "condition" and cond is not None
@@ -146,9 +147,14 @@ def test_decode_takes_what_the_server_sent_and_never_raises() -> None:
         800,
         at.timestamp(),
     )
+    assert cond.source_name == "Oven1"
+    node_opcua = dict(values, SourceName="2:Oven1")  # node-opcua sends the browse name with its index
+    assert decode([ua.Variant(node_opcua[n]) for n in names])[1] == cond
     assert decode([ua.Variant(ua.NodeId(2787))]) == ("refresh_start", None)
     assert decode([ua.Variant(ua.NodeId(2788))]) == ("refresh_end", None)
     assert decode([]) == ("other", None)  # no ConditionId: not a condition
+    branch = [*(ua.Variant(values[n]) for n in names[:-1]), ua.Variant(ua.NodeId(77, 2))]
+    assert decode(branch) == ("branch", None)  # a previous state waiting for its acknowledgement
     junk = [ua.Variant(v) for v in ["x", 5, "not a time", 3.5, "many", ua.NodeId("c", 2), 7, None, "yes"]]
     kind, cond = decode(junk)
     assert kind == "condition" and cond is not None and cond.active is None and cond.time is None
