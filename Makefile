@@ -29,7 +29,8 @@ demo: $(STAMP)
 deps-system:
 	@bash scripts/ensure-system-deps.sh
 
-## npm packages of the interop tests (Eclipse Tahu's Sparkplug B client), pinned by tests/interop/package-lock.json.
+## npm packages of the interop tests (node-opcua's server, Eclipse Tahu's Sparkplug B client), pinned by
+## tests/interop/package-lock.json. The libmodbus server is compiled by the tests (libmodbus-dev: deps-system).
 INTEROP := tests/interop/node_modules/.installed
 $(INTEROP): tests/interop/package.json tests/interop/package-lock.json
 	cd tests/interop && npm ci --no-audit --no-fund --loglevel=error
@@ -59,8 +60,8 @@ bench: $(TSTAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## Fault campaigns (power cut, outage, links, input, disk).
-torture: $(TSTAMP) deps-system
+torture: $(TSTAMP) deps-system interop-deps
 	$(BIN)/python -m torture $(TORTURE_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis tests/interop/node_modules tests/interop/build

@@ -16,6 +16,7 @@ discrepancy: they never became a task on purpose.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -241,11 +242,19 @@ async def build_report(
     by_task: dict[str, list[MovementRow]] = defaultdict(list)
     for mv in await store.ledger.movements(task_ids=task_ids):
         by_task[str(mv.task_id)].append(mv)
-    rows = []
-    for firing in firings:
-        tasks = tasks_by_firing.get(firing.uuid, [])
-        movements = [mv for t in tasks for mv in by_task.get(t.task_id, [])]
-        rows.append(reconcile_firing(firing, tasks, movements, now=store.clock.now() if now is None else now))
+    at = store.clock.now() if now is None else now
+
+    def reconcile_all() -> list[dict[str, Any]]:
+        rows = []
+        for firing in firings:
+            tasks = tasks_by_firing.get(firing.uuid, [])
+            movements = [mv for t in tasks for mv in by_task.get(t.task_id, [])]
+            rows.append(reconcile_firing(firing, tasks, movements, now=at))
+        return rows
+
+    # The status page asks for this every few seconds over thousands of firings: CPU work for a worker
+    # thread, so that the event loop (webhooks, the engine, delivery) is never held up by it.
+    rows = await asyncio.to_thread(reconcile_all)
     return {
         "generated_at": iso(store.clock.now() if now is None else now),
         "filters": {"since": iso(since), "rule": rule},

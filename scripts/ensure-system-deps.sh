@@ -11,6 +11,10 @@ fi
 command -v node >/dev/null 2>&1 || need+=(nodejs)  # the interop tests' independent implementations (npm)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# the interop tests' libmodbus server (tests/interop/modbus_server.c), compiled by the tests
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+[ -f /usr/include/modbus/modbus.h ] || need+=(libmodbus-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ]; then
   echo "installing Debian packages: ${need[*]}"

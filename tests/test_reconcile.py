@@ -238,3 +238,34 @@ async def test_a_delivered_firing_awaits_its_webhook_before_it_is_never_schedule
         assert [p["code"] for p in row["discrepancies"]] == ["never_scheduled"]
     finally:
         await s.close()
+
+
+async def test_the_report_decodes_and_reconciles_off_the_event_loop(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status page builds this report every few seconds over thousands of firings (issue 13, item 11):
+    the JSON decoding and the per-firing reconciliation run in a worker thread, not on the event loop."""
+    import threading
+
+    import gateway.reconcile as reconcile_module
+    import gateway.store.ledger as ledger_module
+
+    loop_thread = threading.get_ident()
+    seen: dict[str, set[int]] = {"decode": set(), "reconcile": set()}
+    decode, reconcile_one = ledger_module._firing_rows, reconcile_module.reconcile_firing
+
+    def spy_decode(rows):  # type: ignore[no-untyped-def]
+        seen["decode"].add(threading.get_ident())
+        return decode(rows)
+
+    def spy_reconcile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen["reconcile"].add(threading.get_ident())
+        return reconcile_one(*args, **kwargs)
+
+    monkeypatch.setattr(ledger_module, "_firing_rows", spy_decode)
+    monkeypatch.setattr(reconcile_module, "reconcile_firing", spy_reconcile)
+    await populated(store)
+    report = await build_report(store)
+    assert len(report["rows"]) == 5
+    assert seen["decode"] and loop_thread not in seen["decode"]
+    assert seen["reconcile"] and loop_thread not in seen["reconcile"]

@@ -21,6 +21,7 @@ class Sample:
     signal: the full name "source.signal" as rules use it.
     ts: the source timestamp (Unix seconds, UTC); the gateway's receive time when the device gives none.
     value: None whenever quality is BAD.
+    retained: a last known value re-delivered (see the field), not a fresh observation.
     """
 
     signal: str
@@ -28,6 +29,10 @@ class Sample:
     ts: float
     quality: Quality = Quality.GOOD
     reason: str = ""  # for BAD samples: why, in words a person can act on
+    # The last known value handed over again, not a new observation (an MQTT broker's retained message on
+    # subscribe): it is shown as the signal's value, but it is no evidence the device is alive, nor a change
+    # happening now. The engine records it as the last value and does not feed it to triggers.
+    retained: bool = False
 
 
 Emit = Callable[[Sample], None]

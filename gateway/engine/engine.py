@@ -100,7 +100,7 @@ class Engine:
         signal = sample.signal
         self.last_values[signal] = sample
         handlers = self._index.get(signal)
-        if handlers is None:
+        if handlers is None or sample.retained:  # a last known value, not an observation: no trigger
             return []
         self._samples_for_rules[signal] = self._samples_for_rules.get(signal, 0) + 1
         if len(handlers) == 1:
@@ -123,7 +123,7 @@ class Engine:
             signal = sample.signal
             last_values[signal] = sample
             handlers = handlers_of(signal)
-            if handlers is not None:
+            if handlers is not None and not sample.retained:
                 counts[signal] = counts.get(signal, 0) + 1
                 for handler in handlers:
                     fired = handler(sample, now)

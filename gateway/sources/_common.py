@@ -86,7 +86,9 @@ class Sink:
         self._source = source
         self._bad: dict[str, str] = {}  # signal -> reason of its last BAD sample
 
-    def good(self, signal: str, value: Value, ts: float | None = None) -> None:
+    def good(self, signal: str, value: Value, ts: float | None = None, *, retained: bool = False) -> None:
+        """A GOOD sample; `retained`: the last known value handed over again, not a new observation (it does
+        not count as the source's last sample either)."""
         if isinstance(value, float) and not isinstance(value, bool) and (why := invalid_number(value)):
             self.garbage(signal, why)
             return
@@ -94,8 +96,9 @@ class Sink:
         if self._bad.pop(signal, None) is not None:
             self._log.debug("%s: good again", signal)
         self._stats.samples += 1
-        self._stats.last_sample_ts = now
-        self._emit(Sample(signal, value, ts if ts is not None else now, Quality.GOOD))
+        if not retained:
+            self._stats.last_sample_ts = now
+        self._emit(Sample(signal, value, ts if ts is not None else now, Quality.GOOD, retained=retained))
 
     def garbage(self, signal: str, reason: str, ts: float | None = None) -> None:
         """The device answered but the value is unusable: a BAD sample and one WARNING per new reason."""
@@ -119,4 +122,4 @@ def quiet_library_logger(name: str) -> None:
     """A protocol library logs every retry: keep its logger for debugging, unless the user configured it."""
     logger = logging.getLogger(name)
     if logger.level == logging.NOTSET:
-        logger.setLevel(logging.CRITICAL)
+        logger.setLevel(logging.CRITICAL + 1)  # asyncua logs protocol errors at CRITICAL: those too

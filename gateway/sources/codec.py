@@ -3,8 +3,8 @@
 A register is 16 bits. Multi-register values are big-endian words by default (`word_order: big`, the first
 register holds the most significant word); `word_order: little` reverses the registers. Inside one register
 the protocol is big-endian; `byte_order: little` swaps the two bytes of every register (byte-swapped
-devices). Strings ignore word_order: characters are read register after register, two per register, trailing
-NULs dropped.
+devices). Strings ignore word_order: characters are read register after register, two per register, and
+end at the first NUL (C strings: what follows a NUL is a previous, longer value left in the buffer).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def decode(
         )
         return bool(reg >> bit & 1) if bit is not None else reg != 0
     if type_ == "string":
-        data = _to_bytes(registers, word_order="big", byte_order=byte_order).rstrip(b"\x00")
+        data = _to_bytes(registers, word_order="big", byte_order=byte_order).split(b"\x00", 1)[0]
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -12,8 +12,11 @@ How a source runs:
   units keep their schedule. pymodbus's own "close the connection after N unanswered requests" is disabled:
   a dead unit behind a gateway must not drop the link of the live ones. The connection is re-opened only
   when it really broke, or when no unit answers at all.
-- Exceptions answered by a device (e.g. illegal address) mark the signals of that request bad; the unit
-  stays up.
+- An exception answered by a device marks the signals of that request bad; the unit stays up. When the
+  answer is "illegal data address" or "illegal data value" (a hole in the register map, or a request larger
+  than the device accepts) and the request covers several signals, it is split in two and each half read
+  again, down to single signals: only the signal at the refused address turns BAD, named in one WARNING, and
+  the split stays (the bad address is not read together with its neighbours again).
 - The link counts as up only after a successful Modbus exchange, not after the TCP connect: a frozen server
   (SIGSTOP) still accepts connections into the kernel's backlog, and must not make the link flap. A unit that
   stops answering is only suspect until another unit answers (then it is reported down, once); when no unit
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 MAX_REGISTERS = 125  # per read request (holding, input)
 MAX_BITS = 2000  # per read request (coil, discrete)
 _BIT_TABLES = ("coil", "discrete")
+_SPLIT_ON = (2, 3)  # illegal data address, illegal data value: a hole in the map, a request too large
 
 _EXCEPTION_NAMES = {
     1: "illegal function",
@@ -110,15 +114,18 @@ class Block:
     failing: str = ""  # the reason of the last failure, "" when its last read succeeded
 
 
-def plan_reads(points: Sequence[Point], *, max_gap: int) -> list[Block]:
+def plan_reads(
+    points: Sequence[Point], *, max_gap: int, max_registers: int = MAX_REGISTERS, max_bits: int = MAX_BITS
+) -> list[Block]:
     """The fewest requests covering every point: per unit and table, sorted by address, a point joins the
-    current request while the gap before it is at most max_gap and the request stays within the limit."""
+    current request while the gap before it is at most max_gap and the request stays within the limit
+    (the protocol's, or the smaller one a device accepts: `max_registers`, `max_bits`)."""
     blocks: list[Block] = []
     groups: dict[tuple[int, str], list[Point]] = {}
     for p in points:
         groups.setdefault((p.unit, p.table), []).append(p)
     for (unit, table), group in sorted(groups.items()):
-        limit = MAX_BITS if table in _BIT_TABLES else MAX_REGISTERS
+        limit = max_bits if table in _BIT_TABLES else max_registers
         current: Block | None = None
         for p in sorted(group, key=lambda q: (q.address, q.count)):
             if current is not None:
@@ -165,7 +172,9 @@ class ModbusConnector:
         self.stats = SourceStats()
         self._clock = clock or SystemClock()
         self.points = [Point.from_config(name, key, sig, config) for key, sig in config.signals.items()]
-        self.blocks = plan_reads(self.points, max_gap=config.max_gap)
+        self.blocks = plan_reads(
+            self.points, max_gap=config.max_gap, max_registers=config.max_registers, max_bits=config.max_bits
+        )
         where = f"{config.host}:{config.port}" if config.host else str(config.serial)
         self._what = f"modbus source {name} ({where})"
         self._link = Link(self._what, log, self.stats)
@@ -302,7 +311,9 @@ class ModbusConnector:
 
     async def poll_unit(self, client: Any, unit: _Unit, sink: Sink) -> str | None:
         """One poll cycle of one unit: every block read and emitted. The unit's failure reason, or None."""
-        for block in unit.blocks:
+        pending = list(unit.blocks)
+        while pending:
+            block = pending.pop(0)
             try:
                 response = await _read(client, block)
             except ModbusIOException as exc:
@@ -317,16 +328,42 @@ class ModbusConnector:
                 self.stats.errors += 1
                 code = int(getattr(response, "exception_code", 0))
                 reason = f"device answered exception {code} ({_EXCEPTION_NAMES.get(code, 'unknown')})"
-                if block.failing != reason:
-                    log.warning(
-                        "%s unit %d: reading %s %d..%d: %s; its signals are marked bad",
+                if code in _SPLIT_ON and len(block.points) > 1:
+                    halves = self._split(unit, block)
+                    log.debug(
+                        "%s unit %d: reading %s %d..%d: %s; reading it in %d parts",
                         self._what,
                         unit.id,
                         block.table,
                         block.start,
                         block.start + block.count - 1,
                         reason,
+                        len(halves),
                     )
+                    pending[:0] = halves
+                    continue
+                if block.failing != reason:
+                    if len(block.points) == 1:
+                        p = block.points[0]
+                        log.warning(
+                            "%s unit %d: %s (%s %d): %s; marked bad",
+                            self._what,
+                            unit.id,
+                            p.name,
+                            p.table,
+                            p.address,
+                            reason,
+                        )
+                    else:
+                        log.warning(
+                            "%s unit %d: reading %s %d..%d: %s; its signals are marked bad",
+                            self._what,
+                            unit.id,
+                            block.table,
+                            block.start,
+                            block.start + block.count - 1,
+                            reason,
+                        )
                 block.failing = reason
                 sink.all_bad([p.name for p in block.points], reason)
                 continue
@@ -336,6 +373,25 @@ class ModbusConnector:
                 block.failing = ""
             self._emit_block(block, response, sink)
         return None
+
+    def _split(self, unit: _Unit, block: Block) -> list[Block]:
+        """Replace a refused block of several signals by two smaller ones (for good: a device that refuses
+        an address refuses it on every poll); the halves are planned like any read."""
+        points = sorted(block.points, key=lambda q: (q.address, q.count))
+        half = len(points) // 2
+        parts = [
+            b
+            for group in (points[:half], points[half:])
+            for b in plan_reads(
+                group,
+                max_gap=self.config.max_gap,
+                max_registers=self.config.max_registers,
+                max_bits=self.config.max_bits,
+            )
+        ]
+        at = unit.blocks.index(block)
+        unit.blocks[at : at + 1] = parts
+        return parts
 
     def _emit_block(self, block: Block, response: Any, sink: Sink) -> None:
         ts = self._clock.now()
@@ -366,13 +422,23 @@ class ModbusConnector:
             except codec.DecodeError as exc:
                 sink.garbage(p.name, str(exc), ts)
                 continue
-            if (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and (p.scale != 1 or p.offset != 0)
-            ):
-                value = value * p.scale + p.offset
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = scaled(value, p.scale, p.offset)
             sink.good(p.name, value, ts)
+
+
+def scaled(value: int | float, scale: float, offset: float) -> int | float:
+    """value × scale + offset. An integer stays an integer when the result is whole (`500 × 1.0` is 500, not
+    500.0; `5000 × 0.1` is 500): integral factors are applied in integer arithmetic, so a 64-bit counter
+    keeps every digit."""
+    if scale == 1 and offset == 0:
+        return value
+    if isinstance(value, int) and scale.is_integer() and offset.is_integer():
+        return value * int(scale) + int(offset)
+    result = value * scale + offset
+    if isinstance(value, int) and result.is_integer() and abs(result) < 2**53:
+        return int(result)
+    return result
 
 
 async def _read(client: Any, block: Block) -> Any:

@@ -10,8 +10,19 @@ How a source runs:
   signal `oven.line1_temp` for a message on plant/line1/temp. `{1}`, `{2}`... are the wildcards of the filter
   in order; a `#` placeholder is the rest of the topic with its levels joined by dots.
 - A payload is a number, a string or a boolean as text, or JSON with a dotted path (`json: data.temp`,
-  `json: values.0`); `timestamp:` is a dotted path to the sample's time (Unix seconds or milliseconds, or ISO
-  8601). Anything that does not decode as configured is a BAD sample with the reason, logged once.
+  `json: values.0`); `timestamp:` is a dotted path to the sample's time (ISO 8601, or Unix seconds,
+  milliseconds, microseconds or nanoseconds, told apart by magnitude). A `type: string` payload that is a
+  JSON string (`"running"`) is that string, without the quotes. Anything that does not decode as configured
+  (including a number too long for Python, or JSON nested too deep) is a BAD sample with the reason, logged
+  once; nothing a publisher sends can stop the source.
+- A retained message (the broker's copy of the last message on the topic, handed over on every subscribe)
+  is the last known value, not a new observation: its sample has `retained=True` (the engine shows it but
+  feeds it to no trigger, so it fires no threshold at start-up and does not keep a `stale` rule quiet). With
+  `max_age` and a payload `timestamp:`, a retained message at most that old counts as an observation, and an
+  older one is a BAD sample (the device has been silent since).
+- A refused subscription (SUBACK 0x80: an ACL, a denied topic) is one ERROR naming the topic, and the
+  signals of the topic are BAD. A broker that keeps closing the connection right after accepting it (another
+  client connected with the same client id) is one ERROR saying so, and the reconnect backoff grows.
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ _PAHO_LOG = "gateway.sources.mqtt.paho"  # paho logs every socket error at ERROR
 
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_SHORT_SESSION_S = 5.0  # a connection closed sooner after being accepted counts as short
+_TAKEOVER_AFTER = 3  # short connections in a row before saying "another client with the same id?"
 _TRUE = {"true", "1", "on", "yes"}
 _FALSE = {"false", "0", "off", "no"}
 
@@ -143,9 +156,19 @@ def _as_type(value: Any, kind: str) -> Value:
     raise _Garbage(f"expected a number, got {type(value).__name__}")
 
 
+_LAST_TS = 253402300799.0  # 9999-12-31T23:59:59Z: datetime's limit
+
+
 def _timestamp(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return value / 1000.0 if value > 1e11 else float(value)  # milliseconds when absurdly far for seconds
+        # Unix time in s, ms, us or ns, told apart by magnitude: seconds up to 1e11 (year 5138), milliseconds
+        # up to 1e14 (year 5138), microseconds up to 1e17, nanoseconds beyond.
+        magnitude = abs(value)
+        divisor = 1.0 if magnitude < 1e11 else 1e3 if magnitude < 1e14 else 1e6 if magnitude < 1e17 else 1e9
+        seconds = float(value) / divisor
+        if not 0 <= seconds <= _LAST_TS:
+            raise _Garbage(f"timestamp {str(value)[:40]!r} is before 1970 or after 9999")
+        return seconds
     if isinstance(value, str):
         try:
             stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -156,11 +179,22 @@ def _timestamp(value: Any) -> float:
                 pass
         else:
             return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
-    raise _Garbage(f"timestamp {str(value)[:40]!r} is neither Unix seconds/milliseconds nor ISO 8601")
+    raise _Garbage(f"timestamp {str(value)[:40]!r} is neither Unix time nor ISO 8601")
 
 
 def decode_payload(payload: bytes, signal: MqttSignal) -> tuple[Value, float | None]:
-    """(value, timestamp or None). Raises _Garbage with a reason a person can act on."""
+    """(value, timestamp or None). Raises _Garbage with a reason a person can act on, whatever the payload."""
+    try:
+        return _decode(payload, signal)
+    except _Garbage:
+        raise
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's int/str limit)
+        raise _Garbage(f"the payload does not decode: {str(exc)[:80]}") from None
+    except RecursionError:
+        raise _Garbage("the payload's JSON is nested too deep") from None
+
+
+def _decode(payload: bytes, signal: MqttSignal) -> tuple[Value, float | None]:
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -174,6 +208,13 @@ def decode_payload(payload: bytes, signal: MqttSignal) -> tuple[Value, float | N
         raw = _walk(data, signal.json_path) if signal.json_path is not None else data
         if signal.timestamp is not None:
             stamp = _timestamp(_walk(data, signal.timestamp))
+    elif (
+        signal.type == "string" and len(text) >= 2 and text.lstrip()[:1] == '"' and text.rstrip()[-1:] == '"'
+    ):
+        try:
+            raw = json.loads(text)  # a JSON string: "running" is running
+        except json.JSONDecodeError:
+            raw = text
     else:
         raw = text
     return _as_type(raw, signal.type), stamp
@@ -202,6 +243,9 @@ class MqttConnector:
         self._what = f"mqtt source {name} ({url.scheme}://{self._host}:{self._port})"
         self._link = Link(self._what, log, self.stats)
         self._seen: set[str] = {f"{name}.{key}" for key in self.signals if not _PLACEHOLDER.search(key)}
+        self._refused: dict[str, str] = {}  # topic -> why the broker refused its subscription
+        self._short_sessions = 0  # connections in a row the broker closed right after accepting them
+        self._takeover_logged = False
 
     def signal_names(self) -> list[str]:
         """Full names; a key with placeholders is given as an fnmatch glob (`oven.*_temp`)."""
@@ -256,17 +300,22 @@ class MqttConnector:
         sink = Sink(emit, self.stats, self._clock, log, self.name)
         backoff = Backoff(initial_s=self.config.reconnect_delay, max_s=self.config.reconnect_max_delay)
         subscriptions = self._subscriptions()
+        loop = asyncio.get_running_loop()
         while True:
+            accepted_at: float | None = None
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     client = await self._connect(stack)
+                    accepted_at = loop.time()
                     for topic, qos in subscriptions.items():
-                        await client.subscribe(topic, qos=qos)
+                        granted = await client.subscribe(topic, qos=qos)
+                        self._subscribed(topic, granted, sink)
                     self._link.up()
-                    backoff.reset()
                     async for message in client.messages:
                         self.stats.reads += 1
-                        self._on_message(str(message.topic), bytes(message.payload or b""), sink)
+                        self._on_message(
+                            str(message.topic), bytes(message.payload or b""), sink, retained=message.retain
+                        )
             except MqttConnectError as exc:  # a CONNACK refusing us: bad login, client id not allowed, ...
                 reason = f"the broker refused the connection: {exc}"
             except aiomqtt.MqttError as exc:
@@ -275,12 +324,59 @@ class MqttConnector:
                 reason = f"{type(exc).__name__}: {exc}"
             else:
                 reason = "the broker closed the connection"
+            if accepted_at is not None:
+                if loop.time() - accepted_at >= _SHORT_SESSION_S:
+                    backoff.reset()  # a session that lasted: the next attempt starts from the first delay
+                    self._short_sessions = 0
+                    self._takeover_logged = False
+                else:  # accepted, then dropped at once: the backoff keeps growing
+                    self._short_sessions += 1
+                    if self._short_sessions >= _TAKEOVER_AFTER and not self._takeover_logged:
+                        self._takeover_logged = True
+                        log.error(
+                            "%s: the broker closed the connection right after accepting it %d times in a "
+                            "row: is another client connected with the same client id %r? A broker drops "
+                            "the older of two connections with one client id (give each gateway its own "
+                            "client_id or gateway id); retrying with a growing backoff",
+                            self._what,
+                            self._short_sessions,
+                            self.client_id,
+                        )
+                        reason = f"connection taken over? {reason}"
             self.stats.errors += 1
             if self._link.down(reason):
                 sink.all_bad(sorted(self._seen), f"link down: {reason}")
             await asyncio.sleep(backoff.next())
 
-    def _on_message(self, topic: str, payload: bytes | bytearray, sink: Sink) -> None:
+    def _subscribed(self, topic: str, granted: Any, sink: Sink) -> None:
+        """Check the broker's SUBACK: a refused topic (0x80) is one ERROR, and its signals are BAD."""
+        codes = list(granted) if isinstance(granted, list | tuple) else []
+        refused = [c for c in codes if (c.is_failure if hasattr(c, "is_failure") else int(c) >= 0x80)]
+        if not refused:
+            if self._refused.pop(topic, None) is not None:
+                log.info("%s: the broker accepts the subscription to %r again", self._what, topic)
+            return
+        code = refused[0]
+        what = f"0x{int(getattr(code, 'value', code)):02X} {getattr(code, 'getName', lambda: '')()}".strip()
+        reason = f"the broker refused the subscription to {topic!r} ({what})"
+        self.stats.errors += 1
+        self.stats.last_error = reason
+        if self._refused.get(topic) != reason:
+            log.error(
+                "%s: %s: check the broker's access rules (ACL) for user %r and client id %r; "
+                "its signals are marked bad",
+                self._what,
+                reason,
+                self.config.username or "(anonymous)",
+                self.client_id,
+            )
+        self._refused[topic] = reason
+        names = [f"{self.name}.{key}" for key, spec in self.signals.items() if spec.topic == topic]
+        sink.all_bad([n for n in names if not _PLACEHOLDER.search(n)], reason)
+
+    def _on_message(
+        self, topic: str, payload: bytes | bytearray, sink: Sink, *, retained: bool = False
+    ) -> None:
         if isinstance(payload, bytearray):
             payload = bytes(payload)
         for key, spec in self.signals.items():
@@ -294,4 +390,19 @@ class MqttConnector:
             except _Garbage as exc:
                 sink.garbage(name, f"{exc} (topic {topic})")
                 continue
-            sink.good(name, value, stamp)
+            if not retained:
+                sink.good(name, value, stamp)
+                continue
+            max_age = spec.max_age if spec.max_age is not None else self.config.max_age
+            if max_age is None or stamp is None:  # the last known value, of unknown or unchecked age
+                sink.good(name, value, stamp, retained=True)
+            elif self._clock.now() - stamp <= max_age:  # recent enough: an observation
+                sink.good(name, value, stamp)
+            else:
+                when = datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
+                sink.bad(
+                    name,
+                    f"retained value {value!r:.40} from {when}, older than max_age {max_age:g}s: "
+                    "the device has been silent since",
+                    stamp,
+                )

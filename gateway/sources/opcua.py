@@ -11,6 +11,17 @@ How a source runs:
   notifications are dropped (DROP_OLDEST): for counters and levels, the latest value is what matters.
 - Values republished after a reconnect (`replayed`) are taken only when newer than what we already emitted.
 - Quality follows the status code: Good is GOOD, anything else (Uncertain, Bad) is BAD with the code's name.
+- Silence is not staleness: a subscription sends only changes, so an unchanged value is confirmed instead.
+  The subscription asks for a keep-alive every `keepalive` seconds; each time a publish response (data or
+  keep-alive) has arrived since the last check, every GOOD signal that has not had a sample for `keepalive`
+  is emitted again with its value and the time of the confirmation. When the server stops answering or
+  drops the subscription, the confirmations stop and a `stale` rule fires.
+- After asyncua recovered the connection (a transferred subscription sends no initial values), every
+  monitored value is read once, so the signals marked bad on the loss are good again.
+- A node that cannot be found or monitored is BAD, and looked for again with backoff (up to
+  `reconnect_max_delay`) until it exists: a server restarted with a new program adds it.
+- Browse paths name namespaces by index (`2:Press`) or by an alias of the source's `namespaces:` mapping
+  (`press:Press`), resolved to the index on every (re)connection.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from asyncua.client.ua_client import UaClientState
 from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeEvent, OpcEvent, OverflowPolicy, StatusChangeEvent
 from asyncua.crypto import security_policies
+from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
@@ -72,6 +84,9 @@ class OpcuaConnector:
         self._last_ts: dict[str, float] = {}
         self._certificate_checked = False
         self._alarms = AlarmWatch(name, config.alarms, self._clock, state_dir) if config.alarms else None
+        # signal -> (value, loop time of its last sample) while its last sample was GOOD: what a keep-alive
+        # confirms
+        self._good: dict[str, tuple[Value, float]] = {}
 
     def signal_names(self) -> list[str]:
         return list(self.signals)
@@ -130,7 +145,13 @@ class OpcuaConnector:
         parts = [p for p in signal.browse_path.strip("/").split("/") if p]
         if parts and parts[0] in ("0:Objects", "Objects"):  # paths are relative to the Objects folder
             parts = parts[1:]
-        return await client.nodes.objects.get_child(parts)
+        resolved: list[str] = []
+        for part in parts:
+            prefix, colon, rest = part.partition(":")
+            if colon and prefix in self.config.namespaces:  # an alias: the index the server gives it now
+                part = f"{await client.get_namespace_index(self.config.namespaces[prefix])}:{rest}"
+            resolved.append(part)
+        return await client.nodes.objects.get_child(resolved)
 
     # ------------------------------------------------------------ running
 
@@ -141,12 +162,14 @@ class OpcuaConnector:
             client = await self._client()
             try:
                 await client.connect()
-            except (OSError, TimeoutError, ConnectionError, UaError) as exc:
+            except (OSError, TimeoutError, ConnectionError, UaError, AssertionError) as exc:
                 self.stats.errors += 1
-                if self._link.down(_describe(exc)):
-                    sink.all_bad(self.signals, f"link down: {_describe(exc)}")
+                reason = self._connect_failure(exc)
+                if self._link.down(reason):
+                    sink.all_bad(self.signals, f"link down: {reason}")
                     if self._alarms:
-                        self._alarms.link_down(sink, f"link down: {_describe(exc)}")
+                        self._alarms.link_down(sink, f"link down: {reason}")
+                    self._good.clear()
                 await _disconnect(client)
                 _raise_if_cancelled()
                 await asyncio.sleep(backoff.next())
@@ -165,11 +188,32 @@ class OpcuaConnector:
                     sink.all_bad(self.signals, f"link down: {_describe(exc)}")
                     if self._alarms:
                         self._alarms.link_down(sink, f"link down: {_describe(exc)}")
+                    self._good.clear()
             finally:
                 await _disconnect(client)
             _raise_if_cancelled()
             if not renumbered:
                 await asyncio.sleep(backoff.next())
+
+    def _connect_failure(self, exc: BaseException) -> str:
+        """Why the connection failed, in words a person can act on. A secured handshake that the server
+        refuses (asyncua: an AssertionError or a BadCertificate... status; node-opcua just closes the channel
+        after an error message) most often means the server does not trust our certificate: the reason names
+        the file to trust (the link logs it once, at ERROR)."""
+        text = _describe(exc)
+        security = self.config.security or "None"
+        if security.split(",")[0].strip() == "None":
+            return text
+        cert, _key, _generated = self._certificate_paths()
+        trust = f"our certificate {cert}: trust it on the server (its rejected folder)"
+        if isinstance(exc, AssertionError) or "BadCertificate" in text or "BadSecurityChecksFailed" in text:
+            return f"the server rejected {trust}"
+        if type(exc) is ConnectionError:  # closed by the server during the handshake (not refused, not reset)
+            return (
+                f"the server closed the connection during the secured handshake: most likely it rejected "
+                f"{trust}, or it does not offer {security}"
+            )
+        return text
 
     def _by_name(self) -> dict[str, OpcuaSignal]:
         """The signals whose NodeId is looked up on the server (browse paths, `nsu=` namespace URIs)."""
@@ -181,54 +225,29 @@ class OpcuaConnector:
 
     async def _serve(self, client: Client, sink: Sink) -> None:
         by_node: dict[Any, list[str]] = {}
-        groups: dict[float, list[Node]] = {}
         resolved: dict[str, Any] = {}  # signal -> NodeId, for the signals given by name
-        by_name = self._by_name()
-        for name, signal in self.signals.items():
-            try:
-                node = await self._resolve(client, signal)
-            except (UaError, ValueError, KeyError) as exc:
-                sink.garbage(name, f"cannot find {signal.node or signal.browse_path}: {_describe(exc)}")
-                if name in by_name:
-                    resolved[name] = None
-                continue
-            if name in by_name:
-                resolved[name] = node.nodeid
-            if node.nodeid not in by_node:
-                interval = signal.sampling_interval
-                if interval is None:
-                    interval = self.config.sampling_interval
-                if interval is None:
-                    interval = self.config.publishing_interval
-                groups.setdefault(interval, []).append(node)
-            by_node.setdefault(node.nodeid, []).append(name)
+        missing: dict[str, OpcuaSignal] = {}  # signals not found or not monitored: looked for again
+        pi = self.config.publishing_interval
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = pi * 1000
+        params.RequestedMaxKeepAliveCount = max(1, math.ceil(self.config.keepalive / max(pi, 0.001)))
+        params.RequestedLifetimeCount = max(10_000, 3 * params.RequestedMaxKeepAliveCount)
+        params.MaxNotificationsPerPublish = 10_000
+        params.PublishingEnabled = True
+        params.Priority = 0
         sub = await client.create_subscription(
-            self.config.publishing_interval * 1000,
-            None,
-            queue_maxsize=_QUEUE_MAX,
-            overflow=OverflowPolicy.DROP_OLDEST,
+            params, None, queue_maxsize=_QUEUE_MAX, overflow=OverflowPolicy.DROP_OLDEST
         )
-        for interval, nodes in groups.items():
-            results: list[Any] = await sub.subscribe_data_change(
-                nodes,
-                sampling_interval=ua.Double(interval * 1000),
-                queuesize=self.config.queue_size,  # type: ignore[call-overload]
-            )
-            for node, result in zip(nodes, results, strict=True):
-                if isinstance(result, ua.StatusCode):
-                    for name in by_node[node.nodeid]:
-                        sink.garbage(
-                            name, f"the server refused to monitor {node.nodeid.to_string()}: {result.name}"
-                        )
+        await self._monitor(client, sub, dict(self.signals), by_node, resolved, missing, sink)
         if self._alarms:
-            await self._alarms.subscribe(
-                client, sub, lambda node: self._resolve(client, OpcuaSignal(node=node))
-            )
+            await self._alarms.subscribe(client, sub, lambda n: self._resolve(client, OpcuaSignal(node=n)))
         # Not a TaskGroup: on Python 3.11 a child failing while the group is already exiting leaves our task
         # marked as cancelling (fixed in 3.12), and the exception would come wrapped in an ExceptionGroup.
         tasks = [
-            asyncio.create_task(self._watch_state(client, sink, resolved)),
+            asyncio.create_task(self._watch_state(client, sink, resolved, by_node)),
             asyncio.create_task(self._consume(sub, by_node, sink)),
+            asyncio.create_task(self._confirm(sub, sink)),
+            asyncio.create_task(self._look_again(client, sub, by_node, resolved, missing, sink)),
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -240,22 +259,140 @@ class OpcuaConnector:
             if not task.cancelled() and (error := task.exception()) is not None:
                 raise error
 
-    async def _watch_state(self, client: Client, sink: Sink, resolved: dict[str, Any]) -> None:
+    async def _monitor(
+        self,
+        client: Client,
+        sub: Any,
+        signals: dict[str, OpcuaSignal],
+        by_node: dict[Any, list[str]],
+        resolved: dict[str, Any],
+        missing: dict[str, OpcuaSignal],
+        sink: Sink,
+        *,
+        retry: bool = False,
+    ) -> None:
+        """Resolve `signals` and add monitored items for them; what fails goes to `missing` (a BAD sample and
+        one WARNING per reason the first time; nothing on a retry)."""
+        by_name = self._by_name()
+        groups: dict[float, list[Node]] = {}
+        pending: dict[Any, list[str]] = {}
+        for name, signal in signals.items():
+            try:
+                node = await self._resolve(client, signal)
+            except (UaError, ValueError, KeyError) as exc:
+                missing[name] = signal
+                if not retry:
+                    sink.garbage(name, f"cannot find {signal.node or signal.browse_path}: {_describe(exc)}")
+                    if name in by_name:
+                        resolved[name] = None
+                continue
+            if name in by_name:
+                resolved[name] = node.nodeid
+            if node.nodeid in by_node:  # already monitored for another signal
+                by_node[node.nodeid].append(name)
+                missing.pop(name, None)
+                continue
+            if node.nodeid not in pending:
+                interval = signal.sampling_interval
+                if interval is None:
+                    interval = self.config.sampling_interval
+                if interval is None:
+                    interval = self.config.publishing_interval
+                groups.setdefault(interval, []).append(node)
+            pending.setdefault(node.nodeid, []).append(name)
+        for interval, nodes in groups.items():
+            for node in nodes:  # before the items exist: their first values may come at once
+                by_node[node.nodeid] = pending[node.nodeid]
+            results: list[Any] = await sub.subscribe_data_change(
+                nodes,
+                sampling_interval=ua.Double(interval * 1000),
+                queuesize=self.config.queue_size,  # type: ignore[call-overload]
+            )
+            for node, result in zip(nodes, results, strict=True):
+                names = pending[node.nodeid]
+                if isinstance(result, ua.StatusCode):
+                    del by_node[node.nodeid]
+                    for name in names:
+                        missing[name] = signals[name]
+                        if not retry:
+                            sink.garbage(
+                                name,
+                                f"the server refused to monitor {node.nodeid.to_string()}: {result.name}",
+                            )
+                    continue
+                for name in names:
+                    if missing.pop(name, None) is not None and retry:
+                        log.info("%s: %s found on the server, now monitored", self._what, name)
+
+    async def _look_again(
+        self,
+        client: Client,
+        sub: Any,
+        by_node: dict[Any, list[str]],
+        resolved: dict[str, Any],
+        missing: dict[str, OpcuaSignal],
+        sink: Sink,
+    ) -> None:
+        """Look for the missing nodes again, with backoff, while connected."""
+        backoff = Backoff(initial_s=self.config.reconnect_delay, max_s=self.config.reconnect_max_delay)
+        while True:
+            await asyncio.sleep(backoff.next())
+            if not missing or not self._link.is_up:
+                continue
+            try:
+                await self._monitor(client, sub, dict(missing), by_node, resolved, missing, sink, retry=True)
+            except (OSError, TimeoutError, ConnectionError, UaError) as exc:
+                log.debug("%s: looking for missing nodes: %s", self._what, _describe(exc))
+
+    async def _confirm(self, sub: Any, sink: Sink) -> None:
+        """Every `keepalive`: when the subscription answered since the last check (data or keep-alive), the
+        GOOD signals without a sample for `keepalive` are emitted again (their value is confirmed)."""
+        loop = asyncio.get_running_loop()
+        period = self.config.keepalive
+        seen = sub.last_publish_at
+        while True:
+            await asyncio.sleep(period)
+            last = sub.last_publish_at
+            if last is None or last == seen or not self._link.is_up:
+                continue
+            seen = last
+            now = loop.time()
+            for name, (value, at) in list(self._good.items()):
+                if now - at >= period * 0.9:
+                    self._good[name] = (value, now)
+                    sink.good(name, value)
+
+    async def _refresh(self, client: Client, by_node: dict[Any, list[str]], sink: Sink) -> None:
+        """Read every monitored value once (after a recovery: a transferred subscription sends no initial
+        values, so the unchanged signals would stay BAD)."""
+        node_ids = list(by_node)
+        for at in range(0, len(node_ids), 500):
+            chunk = node_ids[at : at + 500]
+            values = await client.read_attributes([client.get_node(n) for n in chunk], AttributeIds.Value)
+            for node_id, dv in zip(chunk, values, strict=True):
+                value = dv.Value.Value if dv.Value is not None else None
+                self._emit(dv, value, by_node.get(node_id, []), sink, replayed=False)
+
+    async def _watch_state(
+        self, client: Client, sink: Sink, resolved: dict[str, Any], by_node: dict[Any, list[str]]
+    ) -> None:
         async with client.subscribe_state() as states:
             while True:
                 state = await states.next_change()
                 if state is UaClientState.CONNECTED:
-                    recovered = self._link.up()
-                    if recovered and resolved:  # asyncua reconnected: do the names still hold?
-                        await self._check_names(client, resolved)
-                    if recovered and self._alarms:  # alarms raised or cleared while the link was down
-                        await self._alarms.refresh()
+                    if self._link.up():  # asyncua reconnected
+                        if resolved:  # do the names still hold?
+                            await self._check_names(client, resolved)
+                        await self._refresh(client, by_node, sink)
+                        if self._alarms:  # alarms raised or cleared while the link was down
+                            await self._alarms.refresh()
                 elif self._link.is_up and state in (UaClientState.RECONNECTING, UaClientState.DISCONNECTED):
                     self.stats.errors += 1
                     if self._link.down("connection lost; asyncua is reconnecting"):
                         sink.all_bad(self.signals, "link down: connection lost")
                         if self._alarms:
                             self._alarms.link_down(sink, "link down: connection lost")
+                        self._good.clear()
                 supervisor = getattr(client, "_supervisor_task", None)
                 if supervisor is not None and supervisor.done():
                     raise ConnectionError("the OPC UA client stopped reconnecting")
@@ -288,24 +425,30 @@ class OpcuaConnector:
             self._on_change(event, by_node.get(event.node.nodeid, []), sink)
 
     def _on_change(self, event: DataChangeEvent, names: list[str], sink: Sink) -> None:
-        dv = event.data.monitored_item.Value
+        self._emit(event.data.monitored_item.Value, event.value, names, sink, replayed=event.replayed)
+
+    def _emit(self, dv: Any, raw: Any, names: list[str], sink: Sink, *, replayed: bool) -> None:
         stamp = dv.SourceTimestamp or dv.ServerTimestamp if dv is not None else None
         ts = _unix(stamp) if stamp is not None else self._clock.now()
+        now = asyncio.get_running_loop().time()
         for name in names:
-            if event.replayed and ts <= self._last_ts.get(name, -math.inf):
+            if replayed and ts <= self._last_ts.get(name, -math.inf):
                 continue  # a republished value older than what we have: keep ours
             self._last_ts[name] = max(ts, self._last_ts.get(name, -math.inf))
             status = dv.StatusCode if dv is not None else None
             if status is not None and not status.is_good():
                 self.stats.errors += 1
+                self._good.pop(name, None)
                 sink.garbage(name, f"status {status.name}", ts)
                 continue
-            value, problem = _convert(event.value)
+            value, problem = _convert(raw)
             if not problem:
                 problem = _check_type(value, self.signals[name].type)
             if problem:
+                self._good.pop(name, None)
                 sink.garbage(name, problem, ts)
             else:
+                self._good[name] = (value, now)
                 sink.good(name, value, ts)
 
 

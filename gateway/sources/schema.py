@@ -122,6 +122,8 @@ class ModbusSource(_Strict):
     poll: Annotated[float, Field(gt=0)] = 1.0
     timeout: Annotated[float, Field(gt=0)] = 3.0
     max_gap: int = Field(default=16, ge=0, le=124)  # registers (or bits) read through to join two reads
+    max_registers: int = Field(default=125, ge=1, le=125)  # registers per read request (the device's limit)
+    max_bits: int = Field(default=2000, ge=1, le=2000)  # coils / discrete inputs per read request
     word_order: Literal["big", "little"] = "big"  # default for every signal of this source
     byte_order: Literal["big", "little"] = "big"
     reconnect_delay: Annotated[float, Field(gt=0)] = 1.0  # first backoff delay (link and per unit)
@@ -136,6 +138,12 @@ class ModbusSource(_Strict):
     def _transport(self) -> ModbusSource:
         if (self.host is None) == (self.serial is None):
             raise ValueError("give either host: (Modbus TCP) or serial: (Modbus RTU, e.g. /dev/ttyUSB0)")
+        for key, sig in self.signals.items():
+            if sig.table in ("holding", "input") and sig.register_count > self.max_registers:
+                raise ValueError(
+                    f"signal {key}: {sig.register_count} registers do not fit in one read of at most "
+                    f"max_registers: {self.max_registers}"
+                )
         return self
 
 
@@ -194,6 +202,10 @@ class OpcuaSource(_Strict):
     reconnect_delay: float = 1.0  # first backoff delay before the first connection succeeded
     reconnect_max_delay: float = 30.0
     queue_size: int = Field(default=1, ge=1, le=10000)  # values the server keeps per item between publishes
+    keepalive: Annotated[float, Field(gt=0)] = (
+        5.0  # the subscription's keep-alive; unchanged values confirmed
+    )
+    namespaces: dict[str, str] = Field(default_factory=dict)  # browse-path alias -> namespace URI
     signals: dict[str, str | OpcuaSignal] = Field(default_factory=dict)
     alarms: OpcuaAlarms | None = None  # alarms and conditions: signals <source>.alarm.<name>.*
 
@@ -203,8 +215,27 @@ class OpcuaSource(_Strict):
         "timeout",
         "reconnect_delay",
         "reconnect_max_delay",
+        "keepalive",
         mode="before",
     )(_duration)
+
+    @model_validator(mode="after")
+    def _browse_paths(self) -> OpcuaSource:
+        for alias in self.namespaces:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", alias):
+                raise ValueError(f"namespaces: {alias!r} is not a usable alias (a name such as press)")
+        for key, spec in self.signals.items():
+            if isinstance(spec, str) or spec.browse_path is None:
+                continue
+            for part in spec.browse_path.strip("/").split("/"):
+                prefix, colon, _ = part.partition(":")
+                if colon and not prefix.isdigit() and prefix not in self.namespaces:
+                    known = ", ".join(sorted(self.namespaces)) or "none"
+                    raise ValueError(
+                        f"signal {key}: {prefix!r} in {spec.browse_path!r} is neither a namespace index nor "
+                        f"an alias of namespaces: (known: {known})"
+                    )
+        return self
 
     @field_validator("url")
     @classmethod
@@ -235,6 +266,9 @@ class MqttSignal(_Strict):
     timestamp: str | None = None  # a dotted path to the sample's timestamp (ISO 8601 or Unix seconds/ms)
     type: Literal["number", "string", "bool"] = "number"
     qos: Literal[0, 1] | None = None
+    max_age: float | None = None  # a retained message whose timestamp is this recent counts as an observation
+
+    _max_age = field_validator("max_age", mode="before")(_duration)
 
 
 class MqttSource(_Strict):
@@ -252,11 +286,12 @@ class MqttSource(_Strict):
     timeout: float = 10.0
     reconnect_delay: float = 1.0
     reconnect_max_delay: float = 30.0
+    max_age: float | None = None  # default of the signals' max_age (retained messages)
     signals: dict[str, str | MqttSignal]
 
-    _ka = field_validator("keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", mode="before")(
-        _duration
-    )
+    _ka = field_validator(
+        "keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", "max_age", mode="before"
+    )(_duration)
 
     @model_validator(mode="after")
     def _topics(self) -> MqttSource:

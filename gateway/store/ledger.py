@@ -21,6 +21,7 @@ for the engine (`rearm: on_completion`); the caller passes it on, the store call
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -336,26 +337,9 @@ class Ledger:
             sql += " AND f.rule_id = ?"
             params.append(rule)
         sql += " ORDER BY f.fired_at, f.id"
-        out = []
-        for r in await self._db.fetchall(sql, params):
-            out.append(
-                FiringRow(
-                    uuid=r["uuid"],
-                    key=r["key"],
-                    rule_id=r["rule_id"],
-                    equipment=json.loads(r["equipment"]) if r["equipment"] else None,
-                    fired_at=r["fired_at"],
-                    status=r["status"],
-                    suppressed_by=r["suppressed_by"],
-                    task_id=r["task_id"],
-                    task_state=r["task_state"],
-                    outbox_status=r["outbox_status"],
-                    body=json.loads(r["body"]),
-                    maybe_committed=int(r["maybe_committed"]),
-                    delivered_at=r["delivered_at"],
-                )
-            )
-        return out
+        rows = await self._db.fetchall(sql, params)
+        # Decoding thousands of firing bodies is CPU work: a worker thread, never the event loop.
+        return await asyncio.to_thread(_firing_rows, rows)
 
     async def tasks_for_firings(self, firing_uuids: Sequence[str]) -> dict[str, list[TaskRow]]:
         out: dict[str, list[TaskRow]] = {}
@@ -463,3 +447,24 @@ async def _refresh_firing(conn: Any, firing_uuid: str, now: float) -> TaskClosed
             at=now,
         )
     return None
+
+
+def _firing_rows(rows: Sequence[Any]) -> list[FiringRow]:
+    return [
+        FiringRow(
+            uuid=r["uuid"],
+            key=r["key"],
+            rule_id=r["rule_id"],
+            equipment=json.loads(r["equipment"]) if r["equipment"] else None,
+            fired_at=r["fired_at"],
+            status=r["status"],
+            suppressed_by=r["suppressed_by"],
+            task_id=r["task_id"],
+            task_state=r["task_state"],
+            outbox_status=r["outbox_status"],
+            body=json.loads(r["body"]),
+            maybe_committed=int(r["maybe_committed"]),
+            delivered_at=r["delivered_at"],
+        )
+        for r in rows
+    ]

@@ -22,7 +22,7 @@ from pathlib import Path
 from gateway.sim.mobility_work import Fault, MobilityWorkSim, run_mobility_work_sim
 from gateway.sim.plc import ModbusPlc, run_modbus_press
 from gateway.sources import codec
-from tests.e2e.helpers import GatewayProcess, wait_for, write_config
+from tests.e2e.helpers import GatewayProcess, wait_draining, wait_for, write_config
 
 API_KEY = "power-cut-key-0123456789"
 KILLS = 22
@@ -111,7 +111,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_queues_nothing_twice(
             await wait_for(
                 lambda: last_key(state_dir) == final, timeout_s=30, what=f"the firing of stroke {final}"
             )
-            await wait_for(lambda: undelivered(state_dir) == 0, timeout_s=60, what="every row delivered")
+            await wait_draining(lambda: undelivered(state_dir), what="rows not delivered")
         finally:
             presser.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gateway.core.samples import Quality
 from gateway.sources.opcua import OpcuaConnector
 from gateway.sources.registry import build_source
 from gateway.sources.schema import OpcuaSource
+from tests.interop.servers import node_opcua_ready
 from tests.sources.conftest import Collector, running
 
 HERE = Path(__file__).resolve().parent
@@ -29,8 +27,7 @@ class AlarmProcess:
     """node opcua_alarm_server.js, driven by commands on its stdin."""
 
     def __init__(self, port: int, pki: Path, names: Sequence[str]) -> None:
-        if not (HERE / "node_modules" / "node-opcua").exists() or shutil.which("node") is None:
-            raise RuntimeError("node-opcua is not installed: run make interop-deps (make test does)")
+        node_opcua_ready()
         self.url = f"opc.tcp://127.0.0.1:{port}/"
         self.argv = ["node", str(HERE / "opcua_alarm_server.js"), str(port), str(pki), *names]
         self.proc: asyncio.subprocess.Process | None = None
@@ -92,11 +89,6 @@ async def alarm_server(pki: Path, names: Sequence[str]) -> AsyncIterator[AlarmPr
         yield server
     finally:
         await server.kill()
-
-
-@pytest.fixture
-def collector() -> Collector:
-    return Collector()
 
 
 def values(collector: Collector, signal: str) -> list[Any]:

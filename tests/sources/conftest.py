@@ -63,3 +63,12 @@ async def running(source: Source, collector: Collector) -> AsyncIterator[asyncio
 @pytest.fixture
 def collector() -> Collector:
     return Collector()
+
+
+async def until(predicate: Callable[[], bool], what: str = "condition", step_s: float = 0.05) -> None:
+    """Wait for a condition that no sample announces (a counter, a log line), checking every step_s."""
+    for _ in range(int(SAFETY_TIMEOUT_S / step_s)):
+        if predicate():
+            return
+        await asyncio.sleep(step_s)
+    raise AssertionError(f"never happened: {what}")

@@ -113,3 +113,21 @@ def test_wrong_register_count_is_a_decode_error() -> None:
         codec.decode([1], "float32")
     with pytest.raises(codec.DecodeError, match="not 16 bits"):
         codec.decode([70000], "uint16")
+
+
+def test_a_string_ends_at_its_first_nul() -> None:
+    from gateway.sources.codec import decode
+
+    assert decode([0x4142, 0x4300, 0x5858, 0x5800], "string") == "ABC"
+    assert decode([0x4241, 0x0043, 0x5858], "string", byte_order="little") == "ABC"
+    assert decode([0x0041], "string") == ""
+
+
+def test_scale_keeps_integers_when_the_result_is_whole() -> None:
+    from gateway.sources.modbus import scaled
+
+    assert type(scaled(5000, 0.1, 0.0)) is int and scaled(5000, 0.1, 0.0) == 500
+    assert type(scaled(500, 1.0, 0.0)) is int
+    assert scaled(18_000_000_000_000_000_123, 2.0, 1.0) == 36_000_000_000_000_000_247  # every digit
+    assert scaled(5001, 0.1, 0.0) == 5001 * 0.1 and type(scaled(5001, 0.1, 0.0)) is float
+    assert type(scaled(2.0, 2.0, 0.0)) is float  # a float register stays a float
