@@ -4,6 +4,8 @@ across refreshes and restarts, severity_min; and the `alarms:` schema."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -174,3 +176,36 @@ def test_alarms_schema() -> None:
         )
     with pytest.raises(ValidationError, match="less than or equal to 1000"):
         alarms(severity_min=1001)
+
+
+ALARM_RULES = """\
+- id: oven-high-temp
+  when: {signal: oven.alarm.HighTemp.active, equals: true}
+  task:
+    equipment: OVEN-1
+    description: "{{ oven.alarm.HighTemp.message }} ({{ oven.alarm.HighTemp.severity }})"
+- id: oven-typo
+  when: {signal: oven.alarms.HighTemp.active, equals: true}
+  task: {equipment: OVEN-1, description: "never"}
+"""
+
+
+def test_check_accepts_the_alarm_signals_of_a_source_with_alarms(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "oven.yaml").write_text(ALARM_RULES)
+    config = tmp_path / "gateway.yaml"
+    config.write_text("""\
+gateway: {id: gw}
+cmms: {kind: mobility_work, api_key: "${MW_API_KEY}"}
+sources:
+  oven: {protocol: opcua, url: "opc.tcp://127.0.0.1:4840", alarms: {source: i=2253, severity_min: 500}}
+""")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "MW_API_KEY": "secret-key-123456"},
+        timeout=60,
+    )
+    problems = [line for line in result.stdout.splitlines() if "oven.yaml:" in line]
+    assert len(problems) == 1 and "unknown signal 'oven.alarms.HighTemp.active'" in problems[0], result.stdout
