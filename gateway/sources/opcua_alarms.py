@@ -22,6 +22,10 @@ another time while the condition was active for us (it cleared and rose again wh
 emits `false` then `true`: the rule re-arms and fires once for the new activation. A condition the source
 knew but the refresh did not list (it cleared while the link was down) goes `false` at the RefreshEndEvent.
 
+ConditionRefresh is called after subscribing, after each reconnect, when asyncua re-creates the subscription,
+and on a RefreshRequiredEvent, one at a time. Events of condition branches (a non-null BranchId: an earlier
+state kept for acknowledgement) are skipped.
+
 `severity_min` gates activations: an activation is reported once an event of it has a Severity at or above
 the minimum; once reported it stays active until ActiveState clears (a severity that drops does not clear it,
 which would re-arm a rule and make a second task for the same activation). Conditions never reported do not
