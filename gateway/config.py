@@ -27,6 +27,7 @@ from pydantic import (
 from gateway.cmms.schema import CmmsConfig
 from gateway.core.durations import parse_duration
 from gateway.core.errors import ConfigError, Problem
+from gateway.fleet.config import FleetSection
 from gateway.sources.schema import SourceConfig
 from gateway.yamlfile import YamlDoc, load_yaml
 
@@ -196,6 +197,7 @@ class Config(_Strict):
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     dispatcher: DispatcherSection = DispatcherSection()
     logging: LoggingSection = LoggingSection()
+    fleet: FleetSection | None = None  # one of many gateways on one CMMS network (docs/fleet.md)
 
     # Set by load_config, not by the file.
     path: Path = Path(DEFAULT_CONFIG_NAME)
@@ -283,6 +285,7 @@ def _model_at(parent: tuple[Any, ...]) -> type[BaseModel] | None:
         "http": HttpSection,
         "dispatcher": DispatcherSection,
         "logging": LoggingSection,
+        "fleet": FleetSection,
     }
     if not parent:
         return Config

@@ -89,3 +89,36 @@ sources:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout and "1 rules" in result.stdout
     assert "secret-key-123456" not in result.stdout + result.stderr
+
+
+def test_a_window_shorter_than_the_source_poll_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "pump.yaml").write_text(
+        "- id: vib\n"
+        "  when: {signal: pump7.temp, avg: 2s, above: 4}\n"
+        "  task: {description: abc}\n"
+        "- id: ok\n"
+        "  when: {signal: pump7.temp, max: 10s, above: 4}\n"
+        "  task: {description: abc}\n"
+    )
+    config = tmp_path / "gateway.yaml"
+    config.write_text("""\
+gateway:
+  id: press-line-1
+cmms:
+  kind: dry_run
+sources:
+  pump7:
+    protocol: modbus
+    host: 10.0.0.20
+    poll: 5s
+    signals:
+      temp: {input: 10, type: float32}
+""")
+    result = run_check(config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    rules = tmp_path / "rules" / "pump.yaml"
+    assert result.stdout.splitlines() == [
+        f"{rules}:2:35: the window avg: 2s is shorter than the poll interval of source 'pump7' (5s): it sees "
+        "one sample at most"
+    ]

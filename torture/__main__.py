@@ -1,6 +1,6 @@
 """Run the fault campaigns and print `N passed, N failed` per campaign and overall.
 
-Usage: python -m torture [power_cut|outage|links|input|disk|sqlite_faults|source_edges ...]
+Usage: python -m torture [power_cut|outage|links|input|disk|sqlite_faults|source_edges|fleet ...]
        (all of them by default, in that order)
 """
 
@@ -14,7 +14,7 @@ import traceback
 
 from torture import Report
 
-CAMPAIGNS = ("power_cut", "outage", "links", "input", "disk", "sqlite_faults", "source_edges")
+CAMPAIGNS = ("power_cut", "outage", "links", "input", "disk", "sqlite_faults", "source_edges", "fleet")
 
 
 def main(argv: list[str]) -> int:

@@ -110,6 +110,7 @@ class StatusSnapshot:
     disk: DiskView | None
     store_error: str | None
     failed_tasks: Mapping[str, str] = field(default_factory=dict)  # task name -> its error (supervisor)
+    fleet: Mapping[str, Any] | None = None  # gateway.fleet.member.FleetMember.status() when `fleet:` is set
 
 
 class OutboxReader(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ def base_context(
     since: float | None,
     evidence: list[dict[str, Any]],
     gateway: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything a task template sees."""
     ctx = tpl.signal_context(values, roots, prefixes)
@@ -39,5 +40,9 @@ def base_context(
         since=None if since is None else datetime.fromtimestamp(since, UTC),
         evidence=evidence,
         gateway=gateway,
+        window=None,  # windowed kinds (avg, min, max, change, count): the window in seconds
+        coverage=None,  # avg, min, max: the share of the window good data covered
     )
+    if extra:
+        ctx.update(extra)
     return ctx

@@ -28,9 +28,17 @@ _Handler = Any  # bound method on_sample of a runtime
 
 
 class Engine:
-    def __init__(self, ruleset: RuleSet, *, gateway_id: str, state: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        *,
+        gateway_id: str,
+        state: Mapping[str, Any] | None = None,
+        values: dict[str, Sample] | None = None,
+    ) -> None:
         self.gateway_id = gateway_id
-        self.last_values: dict[str, Sample] = {}
+        # `values`: the backtest passes a dict that looks up the signals no rule is driven by on demand
+        self.last_values: dict[str, Sample] = {} if values is None else values
         self._dirty: set[str] = set()
         self._host = Host(gateway_id, self.last_values, self._dirty)
         self._runtimes: dict[str, RuleRuntime] = {}
@@ -140,6 +148,11 @@ class Engine:
             if fired:
                 out.extend(fired)
         return out
+
+    @property
+    def needs_tick(self) -> bool:
+        """Whether tick() can do anything (some enabled rule has timers, hours or stale signals)."""
+        return bool(self._timed)
 
     def evaluations(self) -> dict[str, int]:
         """Per enabled rule: the samples of its signals and the ticks it was evaluated on since start."""

@@ -9,7 +9,7 @@ durations, expressions that do not parse.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,13 @@ from jinja2 import TemplateError, nodes
 from jinja2.environment import Template
 from pydantic import BaseModel, ValidationError
 
+from gateway.core.durations import format_duration
 from gateway.core.errors import Problem, RuleError
 from gateway.core.samples import Sample
 from gateway.engine import templates as tpl
 from gateway.engine.context import base_context
 from gateway.engine.model import Rule, SparePartModel, TaskModel
-from gateway.engine.triggers import TRIGGER_KINDS, WHEN_MODELS
+from gateway.engine.triggers import TRIGGER_KINDS, WHEN_MODELS, when_kind
 from gateway.yamlfile import YamlDoc, load_yaml
 
 Loc = tuple[str | int, ...]
@@ -96,9 +97,14 @@ def rule_files(paths: Path | str | Sequence[Path | str]) -> tuple[list[Path], li
 
 
 def load_rules(
-    paths: Path | str | Sequence[Path | str], *, known_signals: Collection[str] | None = None
+    paths: Path | str | Sequence[Path | str],
+    *,
+    known_signals: Collection[str] | None = None,
+    poll_intervals: Mapping[str, float] | None = None,
 ) -> RuleSet:
-    """Load, validate and compile rule files. Raises RuleError carrying every problem found."""
+    """Load, validate and compile rule files. Raises RuleError carrying every problem found.
+    `poll_intervals` (source name -> seconds, where the source polls) lets windows shorter than the poll of
+    their signal's source be reported."""
     files, problems = rule_files(paths)
     known = None if known_signals is None else frozenset(known_signals)
     ruleset = RuleSet(files=files)
@@ -124,7 +130,7 @@ def load_rules(
                 )
                 continue
             first_seen[rule.id] = f"{where.file}:{where.line}:{where.col}"
-            compiled = _compile(doc, i, rule, known, problems)
+            compiled = _compile(doc, i, rule, known, problems, poll_intervals or {})
             if compiled is not None:
                 ruleset.rules.append(rule)
                 ruleset.compiled[rule.id] = compiled
@@ -154,7 +160,7 @@ def _model_at(parent: Loc, item: Any) -> type[BaseModel] | None:
     if len(parent) == 3 and parent[:2] == ("task", "spare_parts"):
         return SparePartModel
     when = item.get("when") if isinstance(item, dict) else None
-    kind = next((k for k in TRIGGER_KINDS if isinstance(when, dict) and k in when), None)
+    kind = when_kind(when) if isinstance(when, dict) else None
     if parent[:1] == ("when",) and kind:
         model = WHEN_MODELS[kind]
         return model if parent == ("when",) else model.nested.get(tuple(str(p) for p in parent[1:]))
@@ -258,6 +264,7 @@ def probe_context(
         since=0.0,
         evidence=[],
         gateway="probe",
+        extra=rule.when.template_values(),
     )
 
 
@@ -324,7 +331,12 @@ class _Collector:
 
 
 def _compile(
-    doc: YamlDoc, index: int, rule: Rule, known: frozenset[str] | None, problems: list[Problem]
+    doc: YamlDoc,
+    index: int,
+    rule: Rule,
+    known: frozenset[str] | None,
+    problems: list[Problem],
+    polls: Mapping[str, float],
 ) -> CompiledRule | None:
     c = _Collector(doc, index, rule, known, problems)
     when = rule.when
@@ -332,6 +344,14 @@ def _compile(
     for name in when.signals:
         if not tpl.matches(name, known):
             c.fail(("when", when.kind), f"unknown signal {name!r}{c.hint(name)}")
+        poll = polls.get(name.split(".", 1)[0])
+        for key, seconds in when.windows():
+            if poll is not None and seconds < poll:
+                c.fail(
+                    ("when", key),
+                    f"the window {key}: {format_duration(seconds)} is shorter than the poll interval of "
+                    f"source {name.split('.', 1)[0]!r} ({format_duration(poll)}): it sees one sample at most",
+                )
     trigger_signals: list[str] = list(when.signals)
 
     expr: tpl.CompiledExpr | None = None

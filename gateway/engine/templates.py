@@ -28,6 +28,7 @@ from gateway.core.samples import Quality, Sample
 # Names every template sees; a dotted name rooted at one of them is not a signal.
 CONTEXT_NAMES = frozenset(
     {"value", "signal", "rule", "fired_at", "threshold", "every", "since", "signals", "gateway", "evidence"}
+    | {"window", "coverage"}
 )
 MAX_DESCRIPTION = 3000
 MIN_DESCRIPTION = 3

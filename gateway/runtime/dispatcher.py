@@ -35,6 +35,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.config import DispatcherSection
 from gateway.core.backoff import Backoff
@@ -49,6 +50,9 @@ from gateway.runtime.ratelimit import RateLimiter
 from gateway.store import Store
 
 __all__ = ["LINK_DOWN_AFTER", "Dispatcher", "DispatcherState", "DispatcherStatus", "month_key"]
+
+if TYPE_CHECKING:
+    from gateway.fleet.quota import QuotaGuard as FleetQuotaGuard
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,12 @@ class Dispatcher:
         self._store_error: str | None = None
         self._on_delivery = on_delivery  # callback(item, delivery) for metrics and listeners
         self.heartbeat: Callable[[], None] = lambda: None  # called on every pass (the supervisor's watchdog)
+        # The fleet's shared quota (gateway.fleet.quota.QuotaGuard), set when `fleet: {quota: shared}`:
+        # reserve before a task leaves, give back on a dead letter or a request that surely never arrived;
+        # a lost response keeps its reservation.
+        self.fleet_quota: FleetQuotaGuard | None = None
+        self._reserved: dict[int, str] = {}  # outbox id -> the month of its fleet reservation
+        self._fleet_held_until = 0.0
 
     # ------------------------------------------------------------------ control
 
@@ -234,6 +244,9 @@ class Dispatcher:
             self._gate_until = self._hold_until
             return 0
         self.status.hold_until = None
+        if now < self._fleet_held_until:  # the fleet quota refused: look again a little later
+            self._gate_until = self._fleet_held_until
+            return 0
         single = self.status.state is DispatcherState.PAUSED or not self.breaker.link_up
         if single:
             if self._inflight:
@@ -293,14 +306,18 @@ class Dispatcher:
             await self.rate.slot()
             if not probe and self._blocked():
                 return  # nothing claimed, nothing sent: the row is simply due again
+            if not await self._fleet_reserve(item):
+                return  # the fleet's quota is used up: the row stays queued, held
             try:
                 claimed = await self.store.outbox.claim([item])  # durable before the request leaves
             except Exception as exc:
+                await self._fleet_release(item)
                 self._store_failed(f"could not claim outbox row {item.outbox_id}, not sending it: {exc}")
                 return
             self._store_ok()
             if not claimed:
                 # Dropped, delivered or claimed since it was read: it is not ours to send.
+                await self._fleet_release(item)
                 log.debug("outbox row %d changed before its claim: not sent", item.outbox_id)
                 return
             (item,) = claimed
@@ -390,6 +407,10 @@ class Dispatcher:
             self.status.attempts[outcome.value] = self.status.attempts.get(outcome.value, 0) + 1
             if self._on_delivery is not None:
                 self._on_delivery(item, delivery)
+        if outcome is Outcome.DONE or (outcome is Outcome.RETRY and delivery.maybe_committed):
+            self._reserved.pop(item.outbox_id, None)  # created (or maybe): the reservation is used
+        else:
+            await self._fleet_release(item)
         if outcome is Outcome.DONE:
             if not await self.store.outbox.mark_delivered(
                 item, delivery, backend=self.backend.kind, quota_month=month
@@ -500,6 +521,33 @@ class Dispatcher:
             self.breaker.next_probe_at = 0.0
 
     # ------------------------------------------------------------------ quota
+
+    async def _fleet_reserve(self, item: OutboxItem) -> bool:
+        guard = self.fleet_quota
+        if guard is None or not self.backend.counts_against_quota:
+            return True
+        if await guard.reserve(item.firing.priority):
+            self._reserved[item.outbox_id] = self.quota_guard.month(self.clock.now())
+            if self.status.fleet_held:
+                self.status.fleet_held = False
+                log.info("fleet quota available again: delivering")
+            return True
+        self._fleet_held_until = self.clock.now() + self.settings.idle_poll
+        if not self.status.fleet_held:
+            self.status.fleet_held = True
+            log.warning(
+                "the fleet's monthly task quota is used up for %s priority tasks: held in the outbox",
+                item.firing.priority.value,
+            )
+        return False
+
+    async def _fleet_release(self, item: OutboxItem) -> None:
+        month = self._reserved.pop(item.outbox_id, None)
+        if month is not None and self.fleet_quota is not None:
+            try:
+                await self.fleet_quota.release(month)
+            except Exception as exc:  # the guard keeps its own count when NATS is away; never fatal here
+                log.warning("fleet quota: reservation of row %d not given back: %s", item.outbox_id, exc)
 
     async def _check_quota(self, now: float) -> tuple[int | None, int | None, bool]:
         """(how many tasks may leave now, how many of them may be normal priority, only high priority?).

@@ -24,6 +24,7 @@ class DispatcherStatus:
     quota_used: int = 0  # delivered + uncertain this month
     quota_limit: int | None = None
     high_only: bool = False  # inside the reserve: only priority high leaves
+    fleet_held: bool = False  # the fleet's shared quota refused the last reservation (gateway/fleet/quota.py)
     link_up: bool = True  # False after LINK_DOWN_AFTER transient failures in a row
     link_error: str = ""
     hold_until: float | None = None  # a Retry-After holds every request until then
@@ -41,6 +42,7 @@ class DispatcherStatus:
             "quota_used": self.quota_used,
             "quota_limit": self.quota_limit,
             "high_only": self.high_only,
+            "fleet_held": self.fleet_held,
             "link_up": self.link_up,
             "link_error": self.link_error,
             "hold_until": self.hold_until,

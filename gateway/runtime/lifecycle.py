@@ -85,6 +85,7 @@ class Gateway:
     events: EventBus = field(init=False, default_factory=EventBus)
     firing_log: FiringLog = field(init=False, default_factory=FiringLog)
     supervisor: Supervisor = field(init=False)
+    fleet: Any = field(init=False, default=None)  # gateway.fleet.member.FleetMember when `fleet:` is set
 
     _stopping: asyncio.Event = field(init=False)
     _reload_requested: asyncio.Event = field(init=False)
@@ -128,6 +129,11 @@ class Gateway:
             wake=self.dispatcher.wake,
             beat=lambda: self.supervisor.beat("engine"),
         )
+        if cfg.fleet is not None:  # NATS: relayed webhooks, heartbeat, the fleet's quota (docs/fleet.md)
+            from gateway.fleet.wiring import attach
+
+            self.fleet = attach(self)
+            await self.fleet.start()
         self._start_sources()
         sup = self.supervisor
         sup.start("engine", self.pipeline.run)
@@ -284,6 +290,8 @@ class Gateway:
             self.sources.clear()
             self.config = config
             self._start_sources()
+        if self.fleet is not None:
+            self.fleet.reloaded(config.fleet, config.cmms.quota)
         self.config = config
         self.dispatcher.settings = config.dispatcher
         self.dispatcher.resume()
@@ -326,6 +334,8 @@ class Gateway:
         sup = self.supervisor
         sup.stopping = True
         await sup.cancel([*sup.names("source:"), "rules-watch", "periodic"])
+        if self.fleet is not None:  # no relayed webhooks now; the quota stays until the dispatcher stops
+            await self.fleet.stop_intake()
         # The samples and webhooks already queued, held firings, then the engine's state.
         self.pipeline.finish()
         await sup.wait_for(["engine"])
@@ -338,6 +348,8 @@ class Gateway:
         with contextlib.suppress(Exception):
             await self.pipeline.drain()  # webhooks that arrived while the first drain ran
         await sup.cancel(list(sup.tasks))
+        if self.fleet is not None:
+            await self.fleet.stop()
         with contextlib.suppress(Exception):
             await self.backend.aclose()
         await self.store.close()

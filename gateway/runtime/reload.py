@@ -29,10 +29,22 @@ def known_signals(config: Config) -> set[str]:
     return {*config.signal_names(), "cmms.stock.*"}
 
 
+def poll_intervals(config: Config) -> dict[str, float]:
+    """Per source that polls (`poll:`), its interval: windows shorter than it are reported by `check`."""
+    out: dict[str, float] = {}
+    for name, source in config.sources.items():
+        poll = getattr(source, "poll", None)
+        if isinstance(poll, int | float) and not isinstance(poll, bool):
+            out[name] = float(poll)
+    return out
+
+
 def load_all(config_path: Path) -> tuple[Config, RuleSet]:
     """Load gateway.yaml and every rule file; raise ProblemsError with every problem of both."""
     config = load_config(config_path)
-    rules = load_rules(config.rules_dir, known_signals=known_signals(config))
+    rules = load_rules(
+        config.rules_dir, known_signals=known_signals(config), poll_intervals=poll_intervals(config)
+    )
     return config, rules
 
 

@@ -87,6 +87,11 @@ def disk_view(disk: DiskStatus) -> DiskView:
     )
 
 
+def _fleet_status(gw: Running) -> dict[str, Any] | None:
+    member = getattr(gw, "fleet", None)  # gateway.fleet.member.FleetMember, when `fleet:` is set
+    return None if member is None else dict(member.status())
+
+
 def snapshot(gw: Running) -> StatusSnapshot:
     now = gw.clock.now()
     sources = tuple(
@@ -125,6 +130,7 @@ def snapshot(gw: Running) -> StatusSnapshot:
         disk=disk_view(gw.housekeeping.current_disk()),
         store_error=gw.housekeeping.store_error,
         failed_tasks=dict(gw.supervisor.failed),
+        fleet=_fleet_status(gw),
     )
 
 

@@ -116,6 +116,9 @@ class _Fmt:
         progress = rule.get("progress")
         if isinstance(progress, dict):
             parts.append(progress_text(progress))
+        forecast = rule.get("forecast")
+        if isinstance(forecast, dict) and forecast.get("text"):
+            parts.append(f"next: {forecast['text']}")
         if rule.get("swallowed_by_cooldown"):
             parts.append(f"{rule['swallowed_by_cooldown']} occurrences swallowed by the cooldown")
         return "; ".join(parts)

@@ -95,8 +95,11 @@ class WebhookReceiver:
 
     # ------------------------------------------------------------------ Mobility Work
 
-    async def receive_mobility_work(self, headers: Mapping[str, str], body: bytes) -> Reply:
-        now = self.clock.now()
+    async def receive_mobility_work(
+        self, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    ) -> Reply:
+        """`now`: when the request was received, if not now (a relayed webhook: when the relay took it)."""
+        now = self.clock.now() if now is None else now
         try:
             nonce = self.mw_verifier.verify(header(headers, "x-mw-signature"), body, now=now)
         except Rejected as exc:
@@ -131,11 +134,13 @@ class WebhookReceiver:
 
     # ------------------------------------------------------------------ ServiceMobility
 
-    async def receive_servicemobility(self, headers: Mapping[str, str], body: bytes) -> Reply:
+    async def receive_servicemobility(
+        self, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    ) -> Reply:
         from gateway.web.read_servicemobility import parse_envelope
 
         try:
-            self.jwt_verifier.verify(header(headers, "x-access-token"))
+            self.jwt_verifier.verify(header(headers, "x-access-token"), now=now)
         except Rejected as exc:
             return self.reject(401, str(exc))
         try:

@@ -150,6 +150,7 @@ def status_document(
             "high_only": d.high_only,
         },
         "webhooks": webhooks or [],
+        "fleet": dict(snap.fleet) if snap.fleet is not None else None,
         "discrepancies": problems or [],
         "disk": dict(snap.disk.detail) if snap.disk is not None else {},
     }

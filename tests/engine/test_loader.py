@@ -67,8 +67,9 @@ def test_every_problem_is_reported_at_once_with_its_position(tmp_path: Path) -> 
         f"{f}:5:48: when.for: expected a duration like 500ms, 30s, 5m, 12h or 7d, got '5 minutes'",
         f"{f}:6:42: unknown key 'duartion'; did you mean 'duration'?",
         f"{f}:8:18: unknown signal 'pump7.tmp'; did you mean 'pump7.temp'?",
-        f"{f}:9:23: unknown name 'valeu' in the description: templates see every, evidence, fired_at, "
-        "gateway, rule, signal, signals, since, threshold, value and signals as source.signal",
+        f"{f}:9:23: unknown name 'valeu' in the description: templates see coverage, every, evidence, "
+        "fired_at, gateway, rule, signal, signals, since, threshold, value, window and signals as "
+        "source.signal",
     ]
 
 

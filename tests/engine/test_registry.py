@@ -39,7 +39,7 @@ def test_when_without_a_trigger_names_every_kind(tmp_path: Path) -> None:
     kinds = registry.TRIGGER_KINDS
     expected = f"when: needs exactly one trigger: {', '.join(kinds[:-1])} or {kinds[-1]}"
     assert [str(p) for p in info.value.problems] == [f"{tmp_path}/rules/rules.yaml:2:9: {expected}"]
-    assert expected.startswith("when: needs exactly one trigger: counter, hours, signal, expr or stale")
+    assert expected.startswith("when: needs exactly one trigger: counter, hours, signal, expr, stale, avg,")
 
 
 def test_a_key_nested_in_a_trigger_gets_a_hint(tmp_path: Path) -> None:

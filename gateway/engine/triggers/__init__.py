@@ -18,6 +18,10 @@ Each kind is one module of this package holding both halves of the kind:
   enums (see latch.Phase); the `for` / re-arm machine of condition triggers is latch.LatchedRuntime.
 - `KIND = TriggerKind(when=..., runtime=...)` at the end of the module.
 
+A kind whose block also holds another kind's key (`{signal: x, avg: 10m}`) lists that key in its `carries`.
+The windowed kinds (avg, min, max, change, count) share their sliding windows (window.py) and runtimes
+(windowed.py).
+
 Adding a kind: write `gateway/engine/triggers/<kind>.py` as above, add its `KIND` to `_KINDS` below (the
 order is the order in error messages), write `tests/engine/test_<kind>.py`, document it in docs/rules.md.
 Nothing else names the kinds: model.py, loader.py and engine.py work from this registry.
@@ -29,13 +33,26 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
 
 from pydantic import BaseModel, Discriminator, Tag
 
-from gateway.engine.triggers import counter, expr, hours, signal, stale
+from gateway.engine.triggers import avg, change, count, counter, expr, hours, signal, stale
+from gateway.engine.triggers import max as max_
+from gateway.engine.triggers import min as min_
 from gateway.engine.triggers.base import Host, RuleRuntime, TriggerKind, WhenModel
 
 if TYPE_CHECKING:
     from gateway.engine.loader import CompiledRule
 
-_KINDS: tuple[TriggerKind, ...] = (counter.KIND, hours.KIND, signal.KIND, expr.KIND, stale.KIND)
+_KINDS: tuple[TriggerKind, ...] = (
+    counter.KIND,
+    hours.KIND,
+    signal.KIND,
+    expr.KIND,
+    stale.KIND,
+    avg.KIND,
+    min_.KIND,
+    max_.KIND,
+    change.KIND,
+    count.KIND,
+)
 
 KINDS: dict[str, TriggerKind] = {k.name: k for k in _KINDS}
 TRIGGER_KINDS: tuple[str, ...] = tuple(KINDS)
@@ -43,12 +60,15 @@ WHEN_MODELS: dict[str, type[WhenModel]] = {name: k.when for name, k in KINDS.ite
 
 
 def when_kind(value: Any) -> str | None:
-    """The discriminator of `when:`: the one trigger key present."""
+    """The discriminator of `when:`: the one trigger key present, or the kind that carries the others
+    (`{signal: x, avg: 10m}` is an `avg` trigger: see WhenModel.carries)."""
     if isinstance(value, BaseModel):
         return str(getattr(value, "kind", None))
     if isinstance(value, dict):
         keys = [k for k in TRIGGER_KINDS if k in value]
-        return keys[0] if len(keys) == 1 else None
+        if len(keys) > 1:
+            keys = [k for k in keys if all(o == k or o in WHEN_MODELS[k].carries for o in keys)]
+        return keys[0] if keys else None
     return None
 
 

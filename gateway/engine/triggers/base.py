@@ -47,6 +47,9 @@ class WhenModel(Strict):
     # Models of mappings nested in `when:`, by their path inside it, e.g. {("hours",): HoursExpr}: the loader
     # names their keys in "unknown key ...; did you mean" messages.
     nested: ClassVar[Mapping[tuple[str, ...], type[BaseModel]]] = {}
+    # Trigger keys of other kinds this kind's block may hold (`signal` in `{signal: x, avg: 10m}`): the
+    # registry then selects this kind when both keys are present.
+    carries: ClassVar[tuple[str, ...]] = ()
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -60,6 +63,16 @@ class WhenModel(Strict):
     def probe_value(self) -> Any:
         """A plausible `value` (and `threshold`) to render the task templates with at load time."""
         return 0.0
+
+    def windows(self) -> tuple[tuple[str, float], ...]:
+        """The time windows of the trigger, as (key, seconds): `check` compares them with the poll
+        interval of the sources of the trigger's signals."""
+        return ()
+
+    def template_values(self) -> dict[str, Any]:
+        """Extra names the task templates see (probe values at load time; the runtime's
+        `template_extra()` gives the real ones at firing time)."""
+        return {}
 
 
 # ---------------------------------------------------------------- runtime helpers
@@ -143,6 +156,10 @@ class RuleRuntime:
         self.last_fired_at = None if last is None else float(last)
         return state.get("kind") == self.c.rule.kind and state.get("fp") == self.c.rule.trigger_fingerprint()
 
+    def template_extra(self) -> dict[str, Any] | None:
+        """Extra names for the task templates of a firing (see WhenModel.template_values)."""
+        return None
+
     def progress(self) -> dict[str, Any] | None:
         """Status page: how far a meter is (counter, hours), or None."""
         return None
@@ -168,7 +185,15 @@ class RuleRuntime:
         progress = self.progress()
         if progress is not None:
             out["progress"] = progress
+        forecast = self.forecast(now) if rule.enabled else None
+        if forecast is not None:
+            out["forecast"] = forecast
         return out
+
+    def forecast(self, now: float) -> dict[str, Any] | None:
+        """Meter rules (counter, hours): the next threshold and when it will be reached at the recent rate
+        (forecast.RateWindow). None for the other kinds."""
+        return None
 
     # -- firing
     def fire(
@@ -200,6 +225,7 @@ class RuleRuntime:
             evidence=evidence,
             threshold=threshold,
             since=since,
+            extra=self.template_extra(),
         )
 
 

@@ -25,6 +25,7 @@ from gateway.engine.triggers.base import (
     is_number,
     num,
 )
+from gateway.engine.triggers.forecast import RateWindow
 
 if TYPE_CHECKING:
     from gateway.engine.loader import CompiledRule
@@ -72,7 +73,7 @@ class CounterRuntime(RuleRuntime):
     Persisted: last, total, next, every. Status progress: current, every, next, remaining, unit.
     """
 
-    __slots__ = ("every", "last", "next", "on_completion", "signal", "total", "unit", "wrap")
+    __slots__ = ("every", "last", "next", "on_completion", "rate", "signal", "total", "unit", "wrap")
 
     def __init__(self, compiled: CompiledRule, host: Host) -> None:
         super().__init__(compiled, host)
@@ -86,6 +87,7 @@ class CounterRuntime(RuleRuntime):
         self.last: float | None = None  # the counter's last raw value
         self.total: float | None = None  # the meter
         self.next: float | None = None  # the next threshold, in meter units
+        self.rate = RateWindow()  # checkpoints of the meter for the forecast (not persisted)
 
     def on_sample(self, sample: Sample, now: float) -> Firings:
         v = sample.value
@@ -103,6 +105,10 @@ class CounterRuntime(RuleRuntime):
             self.total = total + (v - last)  # type: ignore[operator]
             self.last = v  # type: ignore[assignment]
             self.host.dirty.add(self.id)
+            if v > last:  # type: ignore[operator]
+                self.rate.moved_at = now
+            if now >= self.rate.due:
+                self.rate.add(now, self.total)
             return None
         if sample.quality is not GOOD or not is_number(v):
             return None
@@ -122,6 +128,10 @@ class CounterRuntime(RuleRuntime):
         else:
             delta = v  # a reset: the counter restarted from 0
         self.total += delta
+        if delta > 0:
+            self.rate.moved_at = now
+        if now >= self.rate.due:
+            self.rate.add(now, self.total)
         if self.total < self.next:
             return None
         out: list[Firing] = []
@@ -166,6 +176,9 @@ class CounterRuntime(RuleRuntime):
         elif self.total is not None:
             self.next = (math.floor(self.total / self.every) + 1) * self.every
         return same
+
+    def forecast(self, now: float) -> dict[str, Any] | None:
+        return self.rate.forecast(now, self.total, self.next, unit=self.unit)
 
     def progress(self) -> dict[str, Any]:
         return {

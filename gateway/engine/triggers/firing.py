@@ -32,6 +32,7 @@ def build_firing(
     evidence: tuple[Evidence, ...],
     threshold: Any = None,
     since: float | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Firing:
     """The firing of rule `c` at `now`; its key is `rule id:occurrence`."""
     rule = c.rule
@@ -47,6 +48,7 @@ def build_firing(
         since=since,
         evidence=[asdict(e) for e in evidence],
         gateway=gateway_id,
+        extra=extra,
     )
     description = _render(rule.id, c.description, ctx, rule.task.description, "description")
     if len(description) > tpl.MAX_DESCRIPTION:

@@ -30,6 +30,7 @@ from gateway.engine.triggers.base import (
     num,
 )
 from gateway.engine.triggers.expression import evaluate_expr, expr_evidence
+from gateway.engine.triggers.forecast import RateWindow
 
 if TYPE_CHECKING:
     from gateway.engine.loader import CompiledRule
@@ -87,7 +88,7 @@ class HoursRuntime(RuleRuntime):
     Persisted: acc_s, next_s, every_s. Status progress (hours): current, every, next, unit.
     """
 
-    __slots__ = ("acc_s", "ctx", "every_s", "last_t", "next_s", "on_completion", "run", "signal")
+    __slots__ = ("acc_s", "ctx", "every_s", "last_t", "next_s", "on_completion", "rate", "run", "signal")
 
     needs_tick = True
 
@@ -102,6 +103,7 @@ class HoursRuntime(RuleRuntime):
         self.next_s = self.every_s
         self.run = Run.STOPPED
         self.last_t: float | None = None
+        self.rate = RateWindow()  # checkpoints of acc_s for the forecast (not persisted)
         self.ctx = (
             tpl.signal_context(host.values, compiled.roots, compiled.prefixes) if compiled.expr else None
         )
@@ -116,6 +118,9 @@ class HoursRuntime(RuleRuntime):
         if last is not None and now <= last:
             return None
         self.last_t = now
+        if now >= self.rate.due:
+            running_s = now - last if self.run is Run.RUNNING and last is not None else 0.0
+            self.rate.add(now, (self.acc_s + running_s) / 3600.0)  # in hours, as the forecast
         if self.run is Run.STOPPED or last is None:
             return None
         self.acc_s += now - last
@@ -176,6 +181,11 @@ class HoursRuntime(RuleRuntime):
 
     def phase_status(self, now: float) -> dict[str, Any]:
         return {"state": str(self.run)}
+
+    def forecast(self, now: float) -> dict[str, Any] | None:
+        """In running hours: the rate is running hours per hour; no estimate while the machine is stopped."""
+        running = self.run is Run.RUNNING
+        return self.rate.forecast(now, self.acc_s / 3600.0, self.next_s / 3600.0, unit="h", running=running)
 
     def progress(self) -> dict[str, Any]:
         return {
