@@ -245,9 +245,7 @@ class OpcuaSource(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _signals_or_alarms(self) -> OpcuaSource:
-        if not self.signals and self.alarms is None:
-            raise ValueError("give signals:, alarms: or both")
+    def _alarm_names(self) -> OpcuaSource:
         if self.alarms is not None:
             taken = [key for key in self.signals if key == "alarm" or key.startswith("alarm.")]
             if taken:
