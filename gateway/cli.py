@@ -318,7 +318,7 @@ def _lint(rules_dir: Path, signals: Any, config: Config | None) -> list[Problem]
 
 def _raw_rules_dir(path: Path) -> Path | None:
     """Where the rules are when gateway.yaml itself did not validate: still check them."""
-    from gateway.yamlfile import load_yaml
+    from gateway.core.yamlfile import load_yaml
 
     doc = load_yaml(path)
     rules = "rules/"
@@ -331,7 +331,7 @@ def _raw_rules_dir(path: Path) -> Path | None:
 def _raw_signal_names(path: Path) -> set[str] | None:
     """Signal names as written in a gateway.yaml that did not validate, so that rules are still checked
     against them. None (no check) when even the `sources:` section cannot be read."""
-    from gateway.yamlfile import load_yaml
+    from gateway.core.yamlfile import load_yaml
 
     doc = load_yaml(path)
     sources = doc.data.get("sources") if isinstance(doc.data, dict) else None

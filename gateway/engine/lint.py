@@ -24,10 +24,10 @@ from jinja2 import TemplateError, nodes
 from pydantic import ValidationError
 
 from gateway.core.errors import Problem
+from gateway.core.yamlfile import YamlDoc, load_yaml
 from gateway.engine import templates as tpl
 from gateway.engine.loader import rule_files
 from gateway.engine.model import Rule
-from gateway.yamlfile import YamlDoc, load_yaml
 
 SIGNAL_KEYS = ("signal", "counter", "stale", "hours", "count")  # when: keys whose string value is a signal
 

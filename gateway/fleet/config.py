@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from gateway.core.durations import parse_duration
+from gateway.core.extras import need_jwt_library
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -137,9 +138,7 @@ class RelayConfig(_Strict):
                 "or allow_plain_http: true (behind a TLS-terminating proxy)"
             )
         if self.servicemobility_jwt_key is not None:
-            from gateway.config import _need_jwt_library
-
-            _need_jwt_library(self.servicemobility_jwt_algorithms)
+            need_jwt_library(self.servicemobility_jwt_algorithms)
         if not self.secrets():
             raise ValueError(
                 "webhook_secret is required: the relay verifies every Mobility Work signature before "

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from gateway.config import problems_from_validation
 from gateway.core.errors import ConfigError, Problem
+from gateway.core.yamlfile import load_yaml
 from gateway.fleet.config import RelayConfig
-from gateway.yamlfile import load_yaml
 
 
 def load_relay_config(
