@@ -351,6 +351,8 @@ def _raw_signal_names(path: Path) -> set[str] | None:
         signals = cfg.get("signals") if isinstance(cfg, dict) else None
         if isinstance(signals, dict):
             names.update(f"{source}.{name}" for name in signals)
+        if isinstance(cfg, dict) and cfg.get("alarms"):
+            names.add(f"{source}.alarm.*")
     return names
 
 
