@@ -10,11 +10,11 @@ from gateway.core.samples import Sample
 from gateway.engine import templates as tpl
 
 if TYPE_CHECKING:
-    from gateway.engine.model import Rule
+    from gateway.engine.ruleview import RuleView
 
 
 def base_context(
-    rule: Rule,
+    rule: RuleView,
     values: dict[str, Sample] | Any,
     roots: Collection[str],
     prefixes: Collection[str],

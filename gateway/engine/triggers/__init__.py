@@ -41,7 +41,7 @@ from gateway.engine.triggers import min as min_
 from gateway.engine.triggers.base import Host, RuleRuntime, TriggerKind, WhenModel
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 _KINDS: tuple[TriggerKind, ...] = (
     counter.KIND,
@@ -96,7 +96,7 @@ else:
     When = _when_type()
 
 
-def make_runtime(compiled: CompiledRule, host: Host) -> RuleRuntime:
+def make_runtime(compiled: CompiledView, host: Host) -> RuleRuntime:
     return KINDS[compiled.rule.kind].runtime(compiled, host)
 
 

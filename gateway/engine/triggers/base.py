@@ -27,7 +27,7 @@ from gateway.engine.triggers.cooldown import Cooldown
 from gateway.engine.triggers.firing import build_firing
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 log = logging.getLogger("gateway.engine")
 
@@ -123,7 +123,7 @@ class RuleRuntime:
 
     needs_tick = False  # True: the engine calls on_tick about once a second
 
-    def __init__(self, compiled: CompiledRule, host: Host) -> None:
+    def __init__(self, compiled: CompiledView, host: Host) -> None:
         self.c = compiled
         self.id = compiled.rule.id
         self.host = host
@@ -246,7 +246,7 @@ class TriggerKind:
     """One entry of the registry: the schema of a kind's `when:` block and the factory of its runtime."""
 
     when: type[WhenModel]
-    runtime: Callable[[CompiledRule, Host], RuleRuntime]
+    runtime: Callable[[CompiledView, Host], RuleRuntime]
 
     @property
     def name(self) -> str:

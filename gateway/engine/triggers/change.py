@@ -15,7 +15,7 @@ from gateway.engine.triggers.window import Segments
 from gateway.engine.triggers.windowed import WindowedCondition, WindowedRuntime, seconds
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 
 class ChangeWhen(WindowedCondition, WhenModel):
@@ -50,7 +50,7 @@ class ChangeRuntime(WindowedRuntime):
 
     __slots__ = ()
 
-    def __init__(self, compiled: CompiledRule, host: Host) -> None:
+    def __init__(self, compiled: CompiledView, host: Host) -> None:
         when = compiled.rule.when
         assert isinstance(when, ChangeWhen)
         super().__init__(compiled, host, Segments(when.change))

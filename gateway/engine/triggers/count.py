@@ -29,7 +29,7 @@ from gateway.engine.triggers.window import Edges
 from gateway.engine.triggers.windowed import seconds
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 
 class CountWhen(WhenModel):
@@ -76,7 +76,7 @@ class CountRuntime(RuleRuntime):
 
     needs_tick = True
 
-    def __init__(self, compiled: CompiledRule, host: Host) -> None:
+    def __init__(self, compiled: CompiledView, host: Host) -> None:
         super().__init__(compiled, host)
         when = compiled.rule.when
         assert isinstance(when, CountWhen)

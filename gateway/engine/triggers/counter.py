@@ -30,7 +30,7 @@ from gateway.engine.triggers.base import (
 from gateway.engine.triggers.forecast import RateWindow
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 log = logging.getLogger("gateway.engine")
 
@@ -134,7 +134,7 @@ class CounterRuntime(RuleRuntime):
         "wrap",
     )
 
-    def __init__(self, compiled: CompiledRule, host: Host) -> None:
+    def __init__(self, compiled: CompiledView, host: Host) -> None:
         super().__init__(compiled, host)
         when = compiled.rule.when
         assert isinstance(when, CounterWhen)

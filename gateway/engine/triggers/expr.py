@@ -19,7 +19,7 @@ from gateway.engine.triggers.expression import evaluate_expr, expr_evidence
 from gateway.engine.triggers.latch import LatchedRuntime
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 
 class ExprWhen(WhenModel):
@@ -42,7 +42,7 @@ class ExprRuntime(LatchedRuntime):
 
     __slots__ = ("ctx",)
 
-    def __init__(self, compiled: CompiledRule, host: Host) -> None:
+    def __init__(self, compiled: CompiledView, host: Host) -> None:
         when = compiled.rule.when
         assert isinstance(when, ExprWhen)
         super().__init__(compiled, host, when.for_)

@@ -11,7 +11,7 @@ from gateway.core.samples import Quality, Sample
 from gateway.engine.triggers.base import evidence_of
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 log = logging.getLogger("gateway.engine")
 
@@ -19,7 +19,7 @@ GOOD = Quality.GOOD
 
 
 def evaluate_expr(
-    c: CompiledRule, values: Mapping[str, Sample], ctx: Mapping[str, Any] | None
+    c: CompiledView, values: Mapping[str, Sample], ctx: Mapping[str, Any] | None
 ) -> bool | None:
     """True/False, or None (unknown) when a referenced signal is missing or bad, or evaluation fails."""
     assert c.expr is not None and ctx is not None
@@ -36,6 +36,6 @@ def evaluate_expr(
         return None
 
 
-def expr_evidence(c: CompiledRule, values: Mapping[str, Sample]) -> tuple[Evidence, ...]:
+def expr_evidence(c: CompiledView, values: Mapping[str, Sample]) -> tuple[Evidence, ...]:
     assert c.expr is not None
     return tuple(evidence_of(values.get(name), name) for name in c.expr.refs.signals)

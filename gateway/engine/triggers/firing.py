@@ -15,13 +15,13 @@ from gateway.engine import templates as tpl
 from gateway.engine.context import base_context
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 log = logging.getLogger("gateway.engine")
 
 
 def build_firing(
-    c: CompiledRule,
+    c: CompiledView,
     values: dict[str, Sample],
     gateway_id: str,
     now: float,

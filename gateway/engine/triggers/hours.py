@@ -33,7 +33,7 @@ from gateway.engine.triggers.expression import evaluate_expr, expr_evidence
 from gateway.engine.triggers.forecast import RateWindow
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 
 class HoursExpr(Strict):
@@ -92,7 +92,7 @@ class HoursRuntime(RuleRuntime):
 
     needs_tick = True
 
-    def __init__(self, compiled: CompiledRule, host: Host) -> None:
+    def __init__(self, compiled: CompiledView, host: Host) -> None:
         super().__init__(compiled, host)
         when = compiled.rule.when
         assert isinstance(when, HoursWhen)

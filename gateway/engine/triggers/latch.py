@@ -11,7 +11,7 @@ from gateway.core.firings import Evidence
 from gateway.engine.triggers.base import Firings, Host, RuleRuntime, iso
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 
 class Phase(enum.StrEnum):
@@ -43,7 +43,7 @@ class LatchedRuntime(RuleRuntime):
 
     __slots__ = ("for_s", "last_start", "needs_tick", "phase", "since", "start_evidence", "unconfirmed")
 
-    def __init__(self, compiled: CompiledRule, host: Host, for_s: float) -> None:
+    def __init__(self, compiled: CompiledView, host: Host, for_s: float) -> None:
         super().__init__(compiled, host)
         self.for_s = for_s
         self.needs_tick = for_s > 0

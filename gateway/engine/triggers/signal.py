@@ -27,7 +27,7 @@ from gateway.engine.triggers.base import (
 from gateway.engine.triggers.latch import LatchedRuntime, Phase
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 
 class SignalWhen(WhenModel):
@@ -103,7 +103,7 @@ class SignalRuntime(LatchedRuntime):
 
     __slots__ = ("cond", "limit", "mask", "reset", "signal")
 
-    def __init__(self, compiled: CompiledRule, host: Host) -> None:
+    def __init__(self, compiled: CompiledView, host: Host) -> None:
         when = compiled.rule.when
         assert isinstance(when, SignalWhen)
         super().__init__(compiled, host, when.for_)
@@ -230,7 +230,7 @@ def _same(v: Any, target: Any) -> bool:
     return bool(v == target)
 
 
-def make_signal_runtime(compiled: CompiledRule, host: Host) -> RuleRuntime:
+def make_signal_runtime(compiled: CompiledView, host: Host) -> RuleRuntime:
     """The runtime class with the fast path for the rule's condition."""
     when = compiled.rule.when
     assert isinstance(when, SignalWhen)

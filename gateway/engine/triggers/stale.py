@@ -25,7 +25,7 @@ from gateway.engine.triggers.base import (
 )
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 
 class StaleWhen(WhenModel):
@@ -58,7 +58,7 @@ class StaleRuntime(RuleRuntime):
 
     needs_tick = True
 
-    def __init__(self, compiled: CompiledRule, host: Host) -> None:
+    def __init__(self, compiled: CompiledView, host: Host) -> None:
         super().__init__(compiled, host)
         when = compiled.rule.when
         assert isinstance(when, StaleWhen)

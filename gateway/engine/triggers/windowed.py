@@ -22,7 +22,7 @@ from gateway.engine.triggers.latch import LatchedRuntime, Phase
 from gateway.engine.triggers.window import Segments
 
 if TYPE_CHECKING:
-    from gateway.engine.loader import CompiledRule
+    from gateway.engine.ruleview import CompiledView
 
 _EPS = 1e-9
 
@@ -174,7 +174,7 @@ class WindowedRuntime(LatchedRuntime):
 
     __slots__ = ("above", "cond", "evaluated", "limit", "reset", "seg", "shown", "signal", "win")
 
-    def __init__(self, compiled: CompiledRule, host: Host, seg: Segments) -> None:
+    def __init__(self, compiled: CompiledView, host: Host, seg: Segments) -> None:
         when = compiled.rule.when
         assert isinstance(when, WindowedCondition)
         super().__init__(compiled, host, when.for_)
@@ -280,7 +280,7 @@ class AggregateRuntime(WindowedRuntime):
 
     __slots__ = ("covered", "function", "needed")
 
-    def __init__(self, compiled: CompiledRule, host: Host) -> None:
+    def __init__(self, compiled: CompiledView, host: Host) -> None:
         when = compiled.rule.when
         assert isinstance(when, AggregateFields)
         fn = when.function
