@@ -116,6 +116,10 @@ class StatusSnapshot:
 class OutboxReader(Protocol):
     async def counts(self) -> dict[str, int]: ...
 
+    async def approval_queue(self) -> tuple[int, float | None]:
+        """(rows awaiting approval, created_at of the oldest)."""
+        ...
+
     async def list(self, *, statuses: Sequence[str] | None = None, limit: int = 200) -> Any:
         """list[gateway.store.OutboxRow], newest first."""
         ...

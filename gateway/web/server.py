@@ -47,7 +47,9 @@ class _Receivers:
 
 
 def build_app(deps: WebDeps) -> Starlette:
-    metrics = GatewayMetrics(deps.snapshot, deps.outbox.counts, deps.disk).attach(deps.events)
+    metrics = GatewayMetrics(
+        deps.snapshot, deps.outbox.counts, deps.disk, approval_queue=deps.outbox.approval_queue
+    ).attach(deps.events)
 
     async def healthz(request: Request) -> Response:
         body = health(deps.snapshot(), await deps.outbox.counts())
