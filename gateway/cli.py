@@ -464,6 +464,9 @@ def explain_row(row: Any) -> str:
         lines.extend(
             "    " + line for line in json.dumps(row.last_request, indent=2, default=str).splitlines()
         )
+    if getattr(row, "decided_at", None) is not None:
+        verb = "rejected" if row.status.value == "rejected" else "approved"
+        lines.append(f"  {verb}:  {_fmt_ts(row.decided_at)} by {row.decided_by}")
     if row.status.value == "awaiting_approval":
         lines.append(
             f"  waits for a person: mw-gateway outbox approve {row.id}  (or: outbox reject {row.id})"
