@@ -144,3 +144,6 @@ class WebDeps:
     events: EventBus
     disk: Callable[[], DiskView]  # measured now (a scrape, a failing disk re-measured on every look)
     clock: Clock
+    # (outbox id, approve?, who) -> (changed?, the row's state now or None when unknown): the status page's
+    # approve/reject buttons (docs/rollout.md); None: no buttons.
+    decide: Callable[[int, bool, str], Awaitable[tuple[bool, str | None]]] | None = None
