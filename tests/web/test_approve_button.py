@@ -105,3 +105,33 @@ async def test_no_buttons_and_no_decisions_without_authentication(tmp_path, free
             assert refused.status_code == 403 and "http.auth_token" in refused.text
         row = await run.gw.store.outbox.get(ids["lube-a"])
         assert row is not None and row.status == "awaiting_approval"
+
+
+async def test_approve_and_reject_by_clicking_in_headless_chromium(tmp_path, free_port, monkeypatch) -> None:
+    from tests.web.cdp import chromium_page
+
+    async with running_gateway(tmp_path, free_port(), monkeypatch, http_extra=AUTH, rules=RULES) as run:
+        ids = await waiting_rows(run)
+        async with chromium_page(tmp_path, headers=BASIC) as page:
+            await page.navigate(run.url + "/")
+            assert await page.evaluate("document.querySelectorAll('form.decide').length") == 4
+            page.events.clear()
+            await page.evaluate(
+                f"document.querySelector('form[data-approve=\"{ids['lube-a']}\"] button').click()"
+            )
+            await page.wait_event("Page.loadEventFired")  # the 303 back to the status page
+            assert await page.evaluate("location.pathname + location.hash") == "/#approvals"
+            await wait_for(lambda: len(run.sim.state.tasks) >= 1, what="the task approved in the browser")
+            page.events.clear()
+            await page.evaluate(
+                f"document.querySelector('form[data-reject=\"{ids['lube-b']}\"] button').click()"
+            )
+            await page.wait_event("Page.loadEventFired")
+            text = await page.evaluate("document.getElementById('approvals').nextElementSibling.textContent")
+            assert "No task waits for approval" in text
+        row_a = await run.gw.store.outbox.get(ids["lube-a"])
+        row_b = await run.gw.store.outbox.get(ids["lube-b"])
+        assert row_a is not None and row_a.decided_by == f"web:{USER}" and row_a.status != "rejected"
+        assert row_b is not None and row_b.status == "rejected"
+    (task,) = run.sim.state.tasks
+    assert task.body["description"].startswith("Lube A at 10")
