@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck unit rules-test bench torture clean venv deps-system interop-deps
+.PHONY: demo test lint schemas typecheck unit rules-test bench torture clean venv deps-system interop-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(TSTAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP) $@
 
 venv: $(STAMP)
+
+## Regenerate schemas/*.schema.json (mw-gateway schema) after a change to the config or rule models.
+schemas: $(STAMP)
+	for kind in config rules tests; do $(BIN)/mw-gateway schema $$kind > schemas/$$kind.schema.json; done
 
 ## Run the gateway end to end: simulated machines + a local Mobility Work simulator.
 demo: $(STAMP)

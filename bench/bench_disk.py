@@ -26,7 +26,7 @@ from gateway.core.delivery import Delivery, Outcome
 from gateway.core.samples import Sample
 from gateway.engine.engine import Engine
 from gateway.engine.loader import load_rules
-from gateway.retention import prune
+from gateway.runtime.housekeeping import prune
 from gateway.store import Store
 
 T0 = 1_767_225_600.0

@@ -99,16 +99,51 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROW",
         help="send from this row on (1 = the first data row): resumes a run the report says stopped",
     )
-    p = sub.add_parser("browse", help="list what a server offers and print a ready signals: block")
-    p.add_argument("url", help="mqtt://HOST:PORT (with --sparkplug)")
+    p = sub.add_parser(
+        "probe", help="read every configured signal once and print raw value, value, quality and error"
+    )
+    _add_config(p)
+    p.add_argument("--source", metavar="NAME", help="only this source")
+    p.add_argument(
+        "--seconds", type=float, default=10.0, help="how long to wait for values (default 10; MQTT messages)"
+    )
+    p = sub.add_parser(
+        "browse",
+        help="list what an OPC UA server (or a Sparkplug B group) offers, or print a ready sources: block",
+        description="Walk an OPC UA server's address space (the password of --username is read from "
+        "$MW_OPCUA_PASSWORD), or list the Sparkplug B edge nodes of a group from their births.",
+    )
+    p.add_argument("url", help="opc.tcp://HOST:PORT[/PATH], or mqtt://HOST:PORT with --sparkplug GROUP")
+    p.add_argument("--root", metavar="NODE", help="start here (a node id; default: the Objects folder)")
+    p.add_argument("--depth", type=int, metavar="N", help="levels below the root (default: all)")
+    p.add_argument("--yaml", metavar="SOURCE", help="print a gateway.yaml sources: block for source SOURCE")
+    p.add_argument("--security", help="e.g. Basic256Sha256,SignAndEncrypt (as in gateway.yaml)")
+    p.add_argument("--certificate", help="client certificate (default: generated under ./state/opcua)")
+    p.add_argument("--private-key", help="the client certificate's private key")
+    p.add_argument("--server-certificate", help="the server's certificate, to trust")
+    p.add_argument("--username", help="user name (password from $MW_OPCUA_PASSWORD)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
+    p.add_argument(
+        "--max-references",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ask for at most N references per node and request (default: the server's choice)",
+    )
+    p.add_argument(
+        "--include-standard",
+        action="store_true",
+        help="also list namespace 0 below Objects (the Server object's diagnostics)",
+    )
     p.add_argument(
         "--sparkplug", metavar="GROUP", help="list the Sparkplug B edge nodes of GROUP from their births"
     )
-    p.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
-    p.add_argument("--yaml", metavar="SOURCE", help="print a gateway.yaml source entry named SOURCE")
+    p.add_argument("--seconds", type=float, default=10.0, help="Sparkplug: how long to listen (default 10)")
     p.add_argument(
         "--rebirth", action="store_true", help="ask nodes heard without a birth for one (Sparkplug)"
     )
+    p = sub.add_parser("schema", help="print the JSON Schema of gateway.yaml, rule files or rule tests")
+    p.add_argument("kind", choices=["config", "rules", "tests"])
     p = sub.add_parser("relay", help="the fleet's webhook relay: verify, then publish to NATS JetStream")
     p.add_argument("-c", "--config", help="relay.yaml (default: ./relay.yaml, then $MW_RELAY_CONFIG)")
     p = sub.add_parser("fleet", help="every gateway of the fleet, with the age of its last heartbeat")
@@ -126,7 +161,27 @@ def cmd_browse(args: argparse.Namespace) -> int:
         return browse_sparkplug(
             args.url, args.sparkplug, seconds=args.seconds, yaml_source=args.yaml, rebirth=args.rebirth
         )
-    print("browse: give mqtt://HOST:PORT --sparkplug GROUP", file=sys.stderr)
+    if args.url.startswith("opc.tcp://"):
+        from gateway.tools.browse import cmd_browse_opcua
+
+        options = {
+            "security": args.security,
+            "certificate": args.certificate,
+            "private_key": args.private_key,
+            "server_certificate": args.server_certificate,
+            "username": args.username,
+            "timeout": args.timeout,
+        }
+        return cmd_browse_opcua(
+            args.url,
+            root=args.root,
+            depth=args.depth,
+            yaml_source=args.yaml,
+            options=options,
+            max_references=args.max_references,
+            include_standard=args.include_standard,
+        )
+    print("browse: give opc.tcp://HOST:PORT, or mqtt://HOST:PORT --sparkplug GROUP", file=sys.stderr)
     return 2
 
 
@@ -172,6 +227,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     start_at=args.start_at,
                 )
             )
+        if args.command == "probe":
+            from gateway.tools.probe import cmd_probe
+
+            return cmd_probe(resolve_config_path(args.config), source=args.source, seconds=args.seconds)
+        if args.command == "schema":
+            from gateway.tools.schema import cmd_schema
+
+            return cmd_schema(args.kind)
         if args.command == "reconcile":
             from gateway.reconcile import cmd_reconcile
 
@@ -239,6 +302,8 @@ def cmd_check(path: Path) -> int:
             rule_count = len(ruleset.rules)
         except ProblemsError as exc:
             problems.extend(exc.problems)
+        problems.extend(_lint(rules_dir, signals, config))
+    problems = list(dict.fromkeys(problems))  # the same problem found by the loader and the lint pass
     for problem in sorted(problems, key=lambda p: (p.file, p.line, p.col)):
         print(problem)
     if problems:
@@ -249,9 +314,18 @@ def cmd_check(path: Path) -> int:
     return 0
 
 
+def _lint(rules_dir: Path, signals: Any, config: Config | None) -> list[Problem]:
+    """What the loader leaves for a second round (a rule's other problems behind its schema errors) and
+    what it does not check (empty assignees, comparisons the declared types make impossible)."""
+    from gateway.engine.lint import lint_rules
+    from gateway.tools.check import signal_types
+
+    return lint_rules(rules_dir, known_signals=signals, signal_types=signal_types(config) if config else None)
+
+
 def _raw_rules_dir(path: Path) -> Path | None:
     """Where the rules are when gateway.yaml itself did not validate: still check them."""
-    from gateway.yamlfile import load_yaml
+    from gateway.core.yamlfile import load_yaml
 
     doc = load_yaml(path)
     rules = "rules/"
@@ -264,7 +338,7 @@ def _raw_rules_dir(path: Path) -> Path | None:
 def _raw_signal_names(path: Path) -> set[str] | None:
     """Signal names as written in a gateway.yaml that did not validate, so that rules are still checked
     against them. None (no check) when even the `sources:` section cannot be read."""
-    from gateway.yamlfile import load_yaml
+    from gateway.core.yamlfile import load_yaml
 
     doc = load_yaml(path)
     sources = doc.data.get("sources") if isinstance(doc.data, dict) else None

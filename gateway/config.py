@@ -27,9 +27,10 @@ from pydantic import (
 from gateway.cmms.schema import CmmsConfig
 from gateway.core.durations import parse_duration
 from gateway.core.errors import ConfigError, Problem
+from gateway.core.extras import need_jwt_library
+from gateway.core.yamlfile import YamlDoc, load_yaml
 from gateway.fleet.config import FleetSection
 from gateway.sources.schema import SourceConfig
-from gateway.yamlfile import YamlDoc, load_yaml
 
 DEFAULT_CONFIG_NAME = "gateway.yaml"
 CONFIG_ENV_VAR = "MW_GATEWAY_CONFIG"
@@ -71,12 +72,20 @@ class HttpSection(_Strict):
     signature_template: str = "{t}.{nonce}.{body}"  # what X-MW-Signature's HMAC-SHA256 signs
     signature_tolerance: float = 300.0
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Edge limits (issue 18.10; docs/operations.md "HTTP limits"), read per connection: a reload applies them.
+    max_connections: int = Field(default=256, ge=4)  # open connections; idle ones are closed first beyond it
+    header_timeout: float = 10.0  # a request's headers (and the wait for the next one) must come within this
+    body_timeout: float = 30.0  # a request's whole body must come within this after its headers
+    max_buffered_bytes: int = Field(default=16 * 1_048_576, ge=1024)  # request bodies held at once, in all
     servicemobility_jwt_key: SecretStr | None = None  # HS256 secret or PEM public key for x-access-token
     servicemobility_jwt_algorithms: tuple[str, ...] = ("HS256",)
     servicemobility_jwt_audience: str | None = None  # when set, the token's `aud` must name it
     servicemobility_jwt_issuer: str | None = None  # when set, the token's `iss` must be it
     # A token must carry `exp`, at most this far ahead (and, when it has `iat`, issued at most this long ago).
     servicemobility_jwt_max_age: float = 86400.0
+    # ServiceMobility's work-order numbers ARE the task ids of the CMMS we deliver to: count its consumptions
+    # in their reconciliation. Off: they are stored and shown, never joined to another source's task.
+    servicemobility_work_orders_are_tasks: bool = False
     tls_certificate: str | None = None
     tls_key: str | None = None
     allow_plain_http: bool = False  # required to listen beyond loopback without TLS
@@ -85,7 +94,9 @@ class HttpSection(_Strict):
     auth_user: str | None = None  # basic auth for the status page and /api/*
     auth_password: SecretStr | None = None
 
-    _tol = field_validator("signature_tolerance", "servicemobility_jwt_max_age", mode="before")(_duration)
+    _tol = field_validator(
+        "signature_tolerance", "servicemobility_jwt_max_age", "header_timeout", "body_timeout", mode="before"
+    )(_duration)
 
     @field_validator("listen")
     @classmethod
@@ -107,7 +118,14 @@ class HttpSection(_Strict):
         if (self.auth_user is None) != (self.auth_password is None):
             raise ValueError("auth_user and auth_password go together: set both or neither")
         if self.servicemobility_jwt_key is not None:
-            _need_jwt_library(self.servicemobility_jwt_algorithms)
+            need_jwt_library(self.servicemobility_jwt_algorithms)
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
+                f"({self.max_body_bytes}): one largest body must fit"
+            )
+        if not (self.header_timeout > 0 and self.body_timeout > 0):
+            raise ValueError("header_timeout and body_timeout must be positive durations")
         return self
 
     @property
@@ -139,29 +157,6 @@ def _set(secret: SecretStr | None) -> bool:
     return secret is not None and bool(secret.get_secret_value().strip())
 
 
-def _installed(name: str) -> bool:
-    """Importable, without importing it (a None in sys.modules is Python's mark for "blocked")."""
-    import importlib.util
-    import sys
-
-    if name in sys.modules:
-        return sys.modules[name] is not None
-    return importlib.util.find_spec(name) is not None
-
-
-def _need_jwt_library(algorithms: tuple[str, ...]) -> None:
-    """ServiceMobility JWT verification is an optional extra: say how to install it (at `check`, not at the
-    first webhook)."""
-    extra = "pip install 'mw-gateway[servicemobility]'"
-    if not _installed("jwt"):
-        raise ValueError(f"servicemobility_jwt_key needs PyJWT, which is not installed here: {extra}")
-    asymmetric = any(not a.upper().startswith("HS") for a in algorithms)
-    if asymmetric and not _installed("cryptography"):
-        raise ValueError(
-            f"servicemobility_jwt_algorithms {', '.join(algorithms)} need the cryptography package: {extra}"
-        )
-
-
 class DispatcherSection(_Strict):
     """How the outbox is drained toward the CMMS."""
 
@@ -173,6 +168,8 @@ class DispatcherSection(_Strict):
     quota_warn_ratio: float = Field(default=0.8, gt=0, le=1)
     high_priority_reserve_ratio: float = Field(default=0.1, ge=0, lt=1)
     delivered_retention: float = 30 * 86400.0  # delivered rows and webhook events older than this are pruned
+    # Spare-part consumptions and reported activities (with their webhook events) older than this are pruned.
+    history_retention: float = 400 * 86400.0
     idle_poll: float = 1.0
 
     _d = field_validator(
@@ -180,6 +177,7 @@ class DispatcherSection(_Strict):
         "retry_max",
         "pause_probe_interval",
         "delivered_retention",
+        "history_retention",
         "idle_poll",
         mode="before",
     )(_duration)

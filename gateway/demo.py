@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.events import DeliveryDone, FiringRecorded
-from gateway.logs import setup_logging
 from gateway.runtime.lifecycle import Gateway, serve
+from gateway.runtime.logs import setup_logging
 from gateway.runtime.reload import load_all
 
 log = logging.getLogger("gateway.demo")

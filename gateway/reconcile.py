@@ -10,6 +10,11 @@ Discrepancy codes (each row lists every one that applies):
     completed_without_expected_parts completed, and an expected spare part was not consumed at all
     unexpected_part                  a spare part consumed that the rule did not expect
     quantity_difference              an expected spare part consumed in another quantity
+Movements count for a task only when they come from the task's own source (a Mobility Work task: Mobility
+Work's consumption webhooks), unless their source is linked on purpose (`linked`; gateway.yaml
+`http.servicemobility_work_orders_are_tasks: true` links ServiceMobility, whose work-order numbers are then
+taken for the task ids): a consumption posted by another system never lands on a task by a coincidence of
+ids (issue 18.9).
 Suppressed firings (the rule's previous task was still open) are rows with status "suppressed" and no
 discrepancy: they never became a task on purpose.
 """
@@ -22,7 +27,7 @@ import io
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -234,7 +239,12 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def build_report(
-    store: Store, *, since: float | None = None, rule: str | None = None, now: float | None = None
+    store: Store,
+    *,
+    since: float | None = None,
+    rule: str | None = None,
+    now: float | None = None,
+    linked: Collection[str] = (),
 ) -> dict[str, Any]:
     firings = await store.ledger.firings(since=since, rule=rule)
     tasks_by_firing = await store.ledger.tasks_for_firings([f.uuid for f in firings])
@@ -248,7 +258,12 @@ async def build_report(
         rows = []
         for firing in firings:
             tasks = tasks_by_firing.get(firing.uuid, [])
-            movements = [mv for t in tasks for mv in by_task.get(t.task_id, [])]
+            movements = [
+                mv
+                for t in tasks
+                for mv in by_task.get(t.task_id, [])
+                if mv.source == t.source or mv.source in linked
+            ]
             rows.append(reconcile_firing(firing, tasks, movements, now=at))
         return rows
 
@@ -383,6 +398,11 @@ def render(report: dict[str, Any], fmt: str) -> str:
 # ---------------------------------------------------------------------- entry points
 
 
+def linked_sources(http: Any) -> tuple[str, ...]:
+    """Movement sources counted against any task, whatever its source (http: a gateway.config.HttpSection)."""
+    return ("servicemobility",) if getattr(http, "servicemobility_work_orders_are_tasks", False) else ()
+
+
 async def cmd_reconcile(
     config: Config, *, fmt: str = "table", since: str | None = None, rule: str | None = None
 ) -> int:
@@ -396,7 +416,7 @@ async def cmd_reconcile(
         return 2
     store = await Store.open(config.state_dir, gateway_id=config.gateway.id)
     try:
-        report = await build_report(store, since=since_ts, rule=rule)
+        report = await build_report(store, since=since_ts, rule=rule, linked=linked_sources(config.http))
     finally:
         await store.close()
     sys.stdout.write(render(report, fmt))

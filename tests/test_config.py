@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.core.errors import ConfigError
-from gateway.logs import RedactSecrets
+from gateway.runtime.logs import RedactSecrets
 
 BASE = """\
 gateway: {id: gw}

@@ -7,8 +7,9 @@ import os
 from gateway.core.clock import ManualClock
 from gateway.core.delivery import Delivery, Outcome
 from gateway.core.firings import Firing, TaskSpec
-from gateway.disk import check_disk, directory_size, human_bytes
-from gateway.retention import prune
+from gateway.core.units import human_bytes
+from gateway.runtime.disk import check_disk, directory_size
+from gateway.runtime.housekeeping import prune
 from gateway.store import Store
 
 

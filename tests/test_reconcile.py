@@ -240,6 +240,31 @@ async def test_a_delivered_firing_awaits_its_webhook_before_it_is_never_schedule
         await s.close()
 
 
+async def test_another_sources_consumption_joins_a_task_only_when_linked(store: Store) -> None:
+    """Issue 18.9: a ServiceMobility work order numbered like a Mobility Work task put 999 x LUBE-5L on it."""
+    recs = await store.outbox.record_firings(
+        [firing("lube:1", "lube", at=T0, parts=(SparePart("LUBE-5L", 1),))]
+    )
+    ev = Events(store)
+    await ev.task("t1", "scheduled", recs[0].uuid, at=T0 + 100)
+    await ev.part("t1", "LUBE-5L", 1)
+    await store.ledger.record(
+        Incoming(
+            "servicemobility",
+            "InventoryUsage",
+            "sm-1",
+            b"{}",
+            "t1",
+            ops=LedgerOps(movements=(Movement("consumed", "LUBE-5L", 999, "t1"),)),
+        )
+    )
+    apart = (await build_report(store))["rows"][0]
+    assert apart["consumed"] == {"LUBE-5L": 1} and apart["discrepancies"] == []
+    linked = (await build_report(store, linked=("servicemobility",)))["rows"][0]
+    assert linked["consumed"] == {"LUBE-5L": 1000}
+    assert [d["code"] for d in linked["discrepancies"]] == ["quantity_difference"]
+
+
 async def test_the_report_decodes_and_reconciles_off_the_event_loop(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

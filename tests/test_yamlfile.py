@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.yamlfile import load_yaml
+from gateway.core.yamlfile import load_yaml
 
 
 def test_control_character_is_located() -> None:

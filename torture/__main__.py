@@ -1,6 +1,6 @@
 """Run the fault campaigns and print `N passed, N failed` per campaign and overall.
 
-Usage: python -m torture [power_cut|outage|links|input|disk|sqlite_faults|source_edges|fleet ...]
+Usage: python -m torture [power_cut|outage|links|input|disk|sqlite_faults|source_edges|fleet|http_edges ...]
        (all of them by default, in that order)
 """
 
@@ -14,7 +14,17 @@ import traceback
 
 from torture import Report
 
-CAMPAIGNS = ("power_cut", "outage", "links", "input", "disk", "sqlite_faults", "source_edges", "fleet")
+CAMPAIGNS = (
+    "power_cut",
+    "outage",
+    "links",
+    "input",
+    "disk",
+    "sqlite_faults",
+    "source_edges",
+    "fleet",
+    "http_edges",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -28,7 +28,7 @@ from gateway.engine.loader import load_rules
 from gateway.web.signature import sign
 from tests.conftest import _free_port
 from tests.web.test_webhooks_fuzz import json_values, webhooks
-from tests.web.webhook_server import MW_PATH, SECRET, SM_PATH, running_receiver
+from tests.web.webhook_server import MW_PATH, SECRET, SM_JWT_KEY, SM_PATH, running_receiver, sm_token
 from torture import Report
 
 EXAMPLES = int(os.environ.get("TORTURE_EXAMPLES", "400"))
@@ -65,7 +65,9 @@ async def run(report: Report) -> None:
 async def webhooks_campaign(report: Report, tmp: Path) -> None:
     port = _free_port()
     statuses: dict[int, int] = {}
-    async with running_receiver(tmp, port, webhook_secret=SECRET, max_body_bytes=64 * 1024) as running:
+    async with running_receiver(
+        tmp, port, webhook_secret=SECRET, max_body_bytes=64 * 1024, servicemobility_jwt_key=SM_JWT_KEY
+    ) as running:
         url = running.url
         db = tmp / "state" / "gateway.sqlite3"
 
@@ -97,7 +99,7 @@ async def webhooks_campaign(report: Report, tmp: Path) -> None:
                 @given(body=st.binary(max_size=3000))
                 def signed_bytes(body: bytes) -> None:
                     for path in (MW_PATH, SM_PATH):
-                        post(client, path, body, {"X-MW-Signature": sign(SECRET, body)})
+                        post(client, path, body, {"X-MW-Signature": sign(SECRET, body), **sm_token()})
 
                 @FUZZ
                 @given(payload=webhooks)
@@ -112,7 +114,7 @@ async def webhooks_campaign(report: Report, tmp: Path) -> None:
                         "type": "InventoryUsage",
                         "data": {"rows": [{"InventoryUsage": {"Items": data}}]},
                     }
-                    post(client, SM_PATH, json.dumps(payload).encode(), {})
+                    post(client, SM_PATH, json.dumps(payload).encode(), sm_token())
 
                 prop(
                     report,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from gateway.core.delivery import Delivery, NetworkInfo, OutboxItem
+from gateway.core.firings import Priority
 from gateway.core.samples import Emit, SourceStats
 
 
@@ -46,3 +47,16 @@ class Backend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class SharedQuota(Protocol):
+    """A monthly task quota shared with other gateways (gateway/fleet/quota.py: FleetQuota), consulted by the
+    dispatcher before each task leaves, beside its own local guard."""
+
+    async def reserve(self, priority: Priority) -> bool:
+        """True: one task may leave now (counted). False: hold it."""
+        ...
+
+    async def release(self, month: str | None = None) -> None:
+        """Give back one reservation of `month` (default: this month)."""
+        ...

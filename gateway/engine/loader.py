@@ -21,11 +21,11 @@ from pydantic import BaseModel, ValidationError
 from gateway.core.durations import format_duration
 from gateway.core.errors import Problem, RuleError
 from gateway.core.samples import Sample
+from gateway.core.yamlfile import YamlDoc, load_yaml
 from gateway.engine import templates as tpl
 from gateway.engine.context import base_context
 from gateway.engine.model import Rule, SparePartModel, TaskModel
 from gateway.engine.triggers import TRIGGER_KINDS, WHEN_MODELS, when_kind
-from gateway.yamlfile import YamlDoc, load_yaml
 
 Loc = tuple[str | int, ...]
 

@@ -29,9 +29,9 @@ from gateway.core.durations import format_duration, parse_duration
 from gateway.core.errors import Problem, RuleError
 from gateway.core.firings import Firing
 from gateway.core.samples import Quality, Sample
+from gateway.core.yamlfile import YamlDoc, load_yaml
 from gateway.engine.engine import Engine
 from gateway.engine.loader import load_rules
-from gateway.yamlfile import YamlDoc, load_yaml
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z: simulated time starts here unless `start:` says otherwise
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from gateway.core.errors import ConfigError
 from gateway.fleet import names
-from gateway.fleet.config import DEFAULT_RELAY_CONFIG, RELAY_CONFIG_ENV, BusSection, load_relay_config
+from gateway.fleet.config import DEFAULT_RELAY_CONFIG, RELAY_CONFIG_ENV, BusSection
+from gateway.fleet.relay_config import load_relay_config
 
 
 def require_nats() -> None:

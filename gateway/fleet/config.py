@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Literal
 
 from pydantic import (
@@ -14,13 +11,12 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from gateway.core.durations import parse_duration
-from gateway.core.errors import ConfigError, Problem
+from gateway.core.extras import need_jwt_library
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -142,9 +138,7 @@ class RelayConfig(_Strict):
                 "or allow_plain_http: true (behind a TLS-terminating proxy)"
             )
         if self.servicemobility_jwt_key is not None:
-            from gateway.config import _need_jwt_library
-
-            _need_jwt_library(self.servicemobility_jwt_algorithms)
+            need_jwt_library(self.servicemobility_jwt_algorithms)
         if not self.secrets():
             raise ValueError(
                 "webhook_secret is required: the relay verifies every Mobility Work signature before "
@@ -179,29 +173,3 @@ class RelayConfig(_Strict):
 
 DEFAULT_RELAY_CONFIG = "relay.yaml"
 RELAY_CONFIG_ENV = "MW_RELAY_CONFIG"
-
-
-def load_relay_config(
-    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None, text: str | None = None
-) -> RelayConfig:
-    """Load and validate relay.yaml. Raises ConfigError (FILE:LINE:COL) with every problem at once."""
-    from gateway.config import problems_from_validation
-    from gateway.yamlfile import load_yaml
-
-    path = Path(path)
-    if text is None and not path.exists():
-        raise ConfigError([Problem(str(path), 0, 0, f"no relay configuration here ({path.resolve()})")])
-    doc = load_yaml(path, env=dict(os.environ) if env is None else env, text=text)
-    problems = list(doc.problems)
-    if not isinstance(doc.data, Mapping):
-        raise ConfigError(
-            [*problems, Problem(doc.file, 1, 1, "the top level must be a mapping (listen:, ...)")]
-        )
-    try:
-        config = RelayConfig.model_validate(doc.data)
-    except ValidationError as exc:
-        problems.extend(problems_from_validation(doc, exc))
-        raise ConfigError(problems) from None
-    if problems:
-        raise ConfigError(problems)
-    return config

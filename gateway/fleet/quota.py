@@ -14,7 +14,7 @@ local share: it may reserve while ITS OWN count for the month (tasks it reserved
 plus those reserved offline) stays below `int(limit × quota_share)` (normal tasks: `× (1 − ratio)` of that),
 never the whole plan. Offline reservations are added to the fleet's key on the next successful contact.
 
-`QuotaGuard` is the narrow interface the dispatcher uses; `FleetQuota` implements it.
+`gateway.core.ports.SharedQuota` is the narrow interface the dispatcher uses; `FleetQuota` implements it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from zoneinfo import ZoneInfo
 
 from gateway.core.firings import Priority
@@ -37,16 +37,6 @@ log = logging.getLogger(__name__)
 
 MAX_CAS_ROUNDS = 50
 _T = TypeVar("_T")
-
-
-class QuotaGuard(Protocol):
-    async def reserve(self, priority: Priority) -> bool:
-        """True: one task may leave now (counted). False: hold it."""
-        ...
-
-    async def release(self, month: str | None = None) -> None:
-        """Give back one reservation of `month` (default: this month)."""
-        ...
 
 
 def month_of(ts: float, timezone: str) -> str:

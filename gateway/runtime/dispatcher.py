@@ -39,7 +39,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.cmms.dry_run import neutral_request
 from gateway.config import DispatcherSection
@@ -47,7 +47,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.delivery import Delivery, OutboxItem, Outcome
 from gateway.core.firings import Priority
-from gateway.core.ports import Backend
+from gateway.core.ports import Backend, SharedQuota
 from gateway.runtime.breaker import LINK_DOWN_AFTER, LinkBreaker
 from gateway.runtime.dispatcher_status import DispatcherState, DispatcherStatus
 from gateway.runtime.quota import QuotaGuard, month_key
@@ -55,9 +55,6 @@ from gateway.runtime.ratelimit import RateLimiter
 from gateway.store import Store
 
 __all__ = ["LINK_DOWN_AFTER", "Dispatcher", "DispatcherState", "DispatcherStatus", "month_key"]
-
-if TYPE_CHECKING:
-    from gateway.fleet.quota import QuotaGuard as FleetQuotaGuard
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +105,10 @@ class Dispatcher:
         self._store_error: str | None = None
         self._on_delivery = on_delivery  # callback(item, delivery) for metrics and listeners
         self.heartbeat: Callable[[], None] = lambda: None  # called on every pass (the supervisor's watchdog)
-        # The fleet's shared quota (gateway.fleet.quota.QuotaGuard), set when `fleet: {quota: shared}`:
+        # The fleet's shared quota (gateway.fleet.quota.FleetQuota), set when `fleet: {quota: shared}`:
         # reserve before a task leaves, give back on a dead letter or a request that surely never arrived;
         # a lost response keeps its reservation.
-        self.fleet_quota: FleetQuotaGuard | None = None
+        self.fleet_quota: SharedQuota | None = None
         self._reserved: dict[int, str] = {}  # outbox id -> the month of its fleet reservation
         self._fleet_held_until = 0.0
 

@@ -37,15 +37,15 @@ from gateway.core.samples import Sample
 from gateway.core.views import ReloadOutcome
 from gateway.engine.engine import Engine
 from gateway.engine.loader import RuleSet
-from gateway.logs import setup_logging
-from gateway.retention import Housekeeping
 from gateway.runtime.dispatcher import Dispatcher
 from gateway.runtime.firinglog import FiringLog
+from gateway.runtime.housekeeping import Housekeeping
+from gateway.runtime.logs import setup_logging
 from gateway.runtime.pipeline import Pipeline
-from gateway.runtime.reload import diff, load_all, watch_rules
+from gateway.runtime.reload import diff, load_all, needs_restart, watch_rules
 from gateway.runtime.supervisor import Supervisor
+from gateway.runtime.systemd import notify, watchdog_interval_s
 from gateway.store import Store
-from gateway.systemd import notify, watchdog_interval_s
 
 if TYPE_CHECKING:
     from gateway.runtime.http import HttpServer
@@ -105,6 +105,7 @@ class Gateway:
             self.store,
             state_dir=lambda: self.config.state_dir,
             retention_s=lambda: self.config.dispatcher.delivered_retention,
+            history_s=lambda: self.config.dispatcher.history_retention,
             clock=self.clock,
         )
         self.engine = Engine(self.rules, gateway_id=cfg.gateway.id, state=await self.store.rules.load())
@@ -215,7 +216,12 @@ class Gateway:
         from gateway.web.server import build_app
 
         http = self.config.http
-        server = http_server(build_app(web_deps(self)), http, beat=lambda: self.supervisor.beat("http"))
+        server = http_server(
+            build_app(web_deps(self)),
+            http,
+            beat=lambda: self.supervisor.beat("http"),
+            current=lambda: self.config.http,
+        )
         self._http_server = server
         task = self.supervisor.start("http", server.serve)
         for _ in range(200):
@@ -276,7 +282,15 @@ class Gateway:
             log.error("reload refused (%d problems): the previous rules keep running", len(exc.problems))
             self.last_reload = ReloadOutcome(now, False, tuple(str(p) for p in exc.problems))
             return False
+        restart = needs_restart(self.config, config)
+        if restart:
+            for reason in restart:
+                log.error("reload refused: %s", reason)
+            log.error("reload refused: nothing changed, the previous configuration keeps running")
+            self.last_reload = ReloadOutcome(now, False, tuple(restart))
+            return False
         changes = diff(self.config, config)
+        http_changed = config.http != self.config.http
         self.engine.reload(rules)
         self.rules = rules
         if changes.backend:
@@ -290,6 +304,9 @@ class Gateway:
             self.sources.clear()
             self.config = config
             self._start_sources()
+        if http_changed:
+            # Read per request by the web side (the webhook receiver is made again): applied from now on.
+            log.info("reload: http settings applied (webhook secrets, tokens and limits as now configured)")
         if self.fleet is not None:
             self.fleet.reloaded(config.fleet, config.cmms.quota)
         self.config = config
@@ -334,6 +351,7 @@ class Gateway:
         sup = self.supervisor
         sup.stopping = True
         await sup.cancel([*sup.names("source:"), "rules-watch", "periodic"])
+        await self.housekeeping.aclose()  # a prune in progress: its batch rolls back, the next start goes on
         if self.fleet is not None:  # no relayed webhooks now; the quota stays until the dispatcher stops
             await self.fleet.stop_intake()
         # The samples and webhooks already queued, held firings, then the engine's state.

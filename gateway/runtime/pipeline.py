@@ -49,7 +49,7 @@ STORE_RETRY_S = 5.0  # a failed firing commit (disk full) is retried this often 
 
 
 class StoreHealth(Protocol):
-    """Where a failing database is reported (gateway/retention.py: Housekeeping)."""
+    """Where a failing database is reported (gateway/runtime/housekeeping.py: Housekeeping)."""
 
     def store_failed(self, exc: BaseException, *, doing: str) -> None: ...
 

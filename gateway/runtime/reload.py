@@ -56,6 +56,25 @@ class ReloadDiff:
     sources: bool  # the `sources:` section changed: every source restarted
 
 
+# http.* settings read once, when the listening socket is opened: a reload cannot apply them. Every other
+# http.* setting (webhook secrets, tolerance, template, body cap, JWT key and claims, auth) is read per
+# request (gateway/web/server.py) and applies at once.
+HTTP_RESTART_ONLY = ("listen", "tls_certificate", "tls_key")
+
+
+def needs_restart(old: Config, new: Config) -> list[str]:
+    """Why `new` cannot be applied by a reload (empty: it can). One line per setting, naming old and new."""
+    out = []
+    for name in HTTP_RESTART_ONLY:
+        before, after = getattr(old.http, name), getattr(new.http, name)
+        if before != after:
+            out.append(
+                f"http.{name} changed ({before} -> {after}): it takes effect only when the listening socket"
+                " is opened; restart the service (systemctl restart mw-gateway)"
+            )
+    return out
+
+
 def diff(old: Config, new: Config) -> ReloadDiff:
     return ReloadDiff(backend=new.cmms != old.cmms, sources=new.sources != old.sources)
 

@@ -19,13 +19,13 @@ from gateway.core.views import (
     WebDeps,
 )
 from gateway.core.webhooks import Incoming, NonceUse, RecordResult
-from gateway.disk import DiskStatus
 from gateway.engine.engine import Engine
 from gateway.engine.loader import RuleSet
-from gateway.retention import Housekeeping
+from gateway.runtime.disk import DiskStatus
 from gateway.runtime.dispatcher import Dispatcher
 from gateway.runtime.dispatcher_status import DispatcherState, DispatcherStatus
 from gateway.runtime.firinglog import FiringLog
+from gateway.runtime.housekeeping import Housekeeping
 from gateway.runtime.pipeline import Pipeline
 from gateway.runtime.supervisor import Supervisor
 from gateway.store import Store
@@ -135,8 +135,8 @@ def snapshot(gw: Running) -> StatusSnapshot:
 
 
 def web_deps(gw: Running) -> WebDeps:
-    from gateway.disk import check_disk
-    from gateway.reconcile import build_report
+    from gateway.reconcile import build_report, linked_sources
+    from gateway.runtime.disk import check_disk
 
     store = gw.store
 
@@ -144,7 +144,7 @@ def web_deps(gw: Running) -> WebDeps:
         return await store.ledger.latest_events(limit=limit)
 
     async def reconciliation(since: float | None, rule: str | None) -> dict[str, Any]:
-        return await build_report(store, since=since, rule=rule)
+        return await build_report(store, since=since, rule=rule, linked=linked_sources(gw.config.http))
 
     async def decide(outbox_id: int, approve: bool, by: str) -> tuple[bool, str | None]:
         act = store.outbox.approve if approve else store.outbox.reject

@@ -41,8 +41,15 @@ from gateway.sim import mw_validation as v
 from gateway.sim.harness import Fault, FaultInjector, control_routes
 from gateway.sim.harness import json_response as _json
 from gateway.sim.mw_control import mw_control_routes
-from gateway.sim.mw_deliveries import WebhookDelivery, WebhookSender, build_webhook
-from gateway.sim.mw_state import DEFAULT_API_KEY, DEFAULT_NETWORK_ID, PLANS, BulkRequest, SimState
+from gateway.sim.mw_deliveries import WebhookSender, build_webhook
+from gateway.sim.mw_state import (
+    DEFAULT_API_KEY,
+    DEFAULT_NETWORK_ID,
+    PLANS,
+    BulkRequest,
+    SimState,
+    WebhookDelivery,
+)
 from gateway.sim.mw_webhooks import SimEquipment, SimSparePart, SimTask, SimUser
 from gateway.sim.server import SimServer
 from gateway.web.signature import DEFAULT_TEMPLATE

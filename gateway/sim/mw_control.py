@@ -3,17 +3,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.routing import Route
 
 from gateway.sim.harness import control_handler, json_object
-from gateway.sim.mw_state import PLANS
+from gateway.sim.mw_state import PLANS, SimState, WebhookDelivery
 from gateway.sim.mw_webhooks import SimEquipment, SimUser
 
-if TYPE_CHECKING:
-    from gateway.sim.mobility_work import MobilityWorkSim
+
+class MobilityWorkSim(Protocol):
+    """What these routes drive (gateway/sim/mobility_work.py: MobilityWorkSim), named here so that the two
+    modules do not import each other."""
+
+    state: SimState
+
+    def set_api_key(self, key: str) -> None: ...
+
+    def set_webhook_target(self, url: str | None, secret: str | None = None) -> None: ...
+
+    async def send_webhook(self, event: str, **params: Any) -> WebhookDelivery: ...
+
+    async def resend_webhook(self, delivery_id: int, *, same_signature: bool = False) -> WebhookDelivery: ...
+
 
 _SETTINGS = frozenset(
     (

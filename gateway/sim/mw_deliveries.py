@@ -7,17 +7,14 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import httpx
 
 from gateway.core.statelog import StateLog
 from gateway.sim import mw_webhooks as wh
+from gateway.sim.mw_state import SimState, WebhookDelivery
 from gateway.web.signature import HEADER, sign
-
-if TYPE_CHECKING:
-    from gateway.sim.mw_state import SimState
 
 log = logging.getLogger(__name__)
 
@@ -25,34 +22,6 @@ log = logging.getLogger(__name__)
 def dumps(obj: Any) -> bytes:
     # "the API will always return using a minified format"
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-@dataclass
-class WebhookDelivery:
-    id: int
-    event: str
-    url: str
-    body: bytes
-    headers: dict[str, str]
-    status: int | None = None
-    error: str | None = None
-    at: float = 0.0
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        return cast(dict[str, Any], json.loads(self.body))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "event": self.event,
-            "url": self.url,
-            "status": self.status,
-            "error": self.error,
-            "headers": self.headers,
-            "payload": self.payload,
-            "at": self.at,
-        }
 
 
 _TASK_STATUS = {

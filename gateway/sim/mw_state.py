@@ -5,13 +5,13 @@ Tests read it directly (`sim.state.tasks`, `sim.state.requests`); the control AP
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from gateway.sim.harness import FaultPlan, RecordedRequest
-from gateway.sim.mw_deliveries import WebhookDelivery
 from gateway.sim.mw_webhooks import SimEquipment, SimSparePart, SimTask, SimUser
 from gateway.web.signature import DEFAULT_TEMPLATE
 
@@ -49,6 +49,34 @@ def _default_users() -> list[SimUser]:
             last_name="Doe",
         )
     ]
+
+
+@dataclass
+class WebhookDelivery:
+    id: int
+    event: str
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    status: int | None = None
+    error: str | None = None
+    at: float = 0.0
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return cast(dict[str, Any], json.loads(self.body))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "event": self.event,
+            "url": self.url,
+            "status": self.status,
+            "error": self.error,
+            "headers": self.headers,
+            "payload": self.payload,
+            "at": self.at,
+        }
 
 
 @dataclass

@@ -41,7 +41,7 @@ from gateway.core.webhooks import (
     TaskUpdate,
 )
 from gateway.store.db import Database
-from gateway.store.outbox import _save_rule_states
+from gateway.store.outbox import PRUNE_BATCH, _save_rule_states
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,24 +224,62 @@ class Ledger:
                 closed.append(result)
         return closed
 
-    async def prune_events(self, *, older_than: float) -> int:
-        """Retention (gateway/retention.py): raw webhook events received before `older_than` go. Events the
-        ledger still points at (consumptions, activities) keep their row, without the raw body. Tasks,
-        consumptions and stock levels are history: they stay. Returns how many events were pruned."""
+    async def prune_events(
+        self, *, older_than: float, history_older_than: float | None = None, batch: int = PRUNE_BATCH
+    ) -> int:
+        """Retention (gateway/runtime/housekeeping.py): raw webhook events received before `older_than` go. Events the
+        ledger still points at (consumptions, activities) keep their row, without the raw body. Consumptions
+        and activities whose event was received before `history_older_than` go with their event (None: they
+        are kept). Tasks and stock levels stay. Returns how many events were pruned or emptied.
+
+        Walks the events in id order, `batch` per transaction (the write lock is free in between, so a long
+        prune never holds the engine or the webhooks back: issue 18.11)."""
         now = self._clock.now()
-        async with self._db.write() as conn:
-            await conn.execute("DELETE FROM webhook_nonces WHERE expires_at < ?", (now,))
-            cur = await conn.execute(
-                "DELETE FROM webhook_events WHERE received_at < ?"
-                " AND id NOT IN (SELECT event_id FROM consumptions)"
-                " AND id NOT IN (SELECT event_id FROM task_activities)",
-                (older_than,),
-            )
-            deleted = int(cur.rowcount or 0)
-            cur = await conn.execute(
-                "UPDATE webhook_events SET body = '' WHERE received_at < ? AND body != ''", (older_than,)
-            )
-            return deleted + int(cur.rowcount or 0)
+        total = 0
+        while True:
+            async with self._db.write() as conn:
+                cur = await conn.execute(
+                    "DELETE FROM webhook_nonces WHERE rowid IN"
+                    " (SELECT rowid FROM webhook_nonces WHERE expires_at < ? LIMIT ?)",
+                    (now, batch),
+                )
+                if int(cur.rowcount or 0) < batch:
+                    break
+            await asyncio.sleep(0)
+        history = history_older_than if history_older_than is not None else float("-inf")
+        scan_before = max(older_than, history)
+        last_id = 0
+        while True:
+            async with self._db.write() as conn:
+                rows = await conn.execute_fetchall(
+                    "SELECT id FROM webhook_events WHERE id > ? AND received_at < ? ORDER BY id LIMIT ?",
+                    (last_id, scan_before, batch),
+                )
+                ids = [int(r[0]) for r in rows]
+                if not ids:
+                    return total
+                last_id = ids[-1]
+                marks = ",".join("?" * len(ids))
+                if history_older_than is not None:
+                    old = f"SELECT id FROM webhook_events WHERE id IN ({marks}) AND received_at < ?"
+                    for table in ("consumptions", "task_activities"):
+                        await conn.execute(f"DELETE FROM {table} WHERE event_id IN ({old})", (*ids, history))
+                cur = await conn.execute(
+                    f"DELETE FROM webhook_events WHERE id IN ({marks}) AND received_at < ?"
+                    " AND NOT EXISTS (SELECT 1 FROM consumptions c WHERE c.event_id = webhook_events.id)"
+                    " AND NOT EXISTS (SELECT 1 FROM task_activities a WHERE a.event_id = webhook_events.id)",
+                    (*ids, older_than),
+                )
+                total += int(cur.rowcount or 0)
+                cur = await conn.execute(
+                    f"UPDATE webhook_events SET body = '' WHERE id IN ({marks})"
+                    " AND received_at < ? AND body != ''",
+                    (*ids, older_than),
+                )
+                total += int(cur.rowcount or 0)
+            if len(ids) < batch:
+                return total
+            await asyncio.sleep(0)
 
     # ------------------------------------------------------------------ reading
 

@@ -22,6 +22,7 @@ means the CMMS may hold two tasks for this firing; the ledger and the reconcilia
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import json
@@ -57,6 +58,7 @@ class FiringStatus(enum.StrEnum):
 
 # Task states from the webhooks that count as "still open" for while_open suppression.
 OPEN_TASK_STATES = ("scheduled", "started")
+PRUNE_BATCH = 500  # rows per retention transaction: each one short, the lock free in between
 
 INTERRUPTED_ERROR = (
     "interrupted: the gateway stopped while this request was in flight; the CMMS may have created the task"
@@ -273,7 +275,7 @@ class Outbox:
         """The uuid of this rule's latest firing for this equipment if its task is still open, else None."""
         rows = await conn.execute_fetchall(
             """
-            SELECT f.uuid, f.task_state, o.status FROM firings f JOIN outbox o ON o.firing_id = f.id
+            SELECT f.uuid, f.task_state, o.status FROM firings f LEFT JOIN outbox o ON o.firing_id = f.id
             WHERE f.rule_id = ? AND f.equipment = ? AND f.status = 'queued'
             ORDER BY f.fired_at DESC, f.id DESC LIMIT 1
             """,
@@ -590,17 +592,28 @@ class Outbox:
         """Tasks of `month` counted against the quota: delivered + uncertain (a lost answer may hide one)."""
         return (await self.quota_usage(month)).total
 
-    async def prune_delivered(self, *, older_than: float) -> int:
-        """Delete delivered outbox rows (their firings stay) delivered before `older_than`.
+    async def prune_delivered(self, *, older_than: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete delivered outbox rows (their firings stay) delivered before `older_than`, `batch` rows per
+        transaction (other writers get the lock in between: issue 18.11).
 
-        Rows that may have made a duplicate task are kept: the reconciliation still needs them.
+        Rows that may have made a duplicate task are kept: the reconciliation still needs them. Rows whose
+        task is still open (scheduled or started per the webhooks) are kept too: "one open task per rule and
+        equipment" looks at them (issue 18.12; `_open_firing` no longer needs the row either).
         """
-        async with self._db.write() as conn:
-            cur = await conn.execute(
-                "DELETE FROM outbox WHERE status='delivered' AND delivered_at < ? AND maybe_committed = 0",
-                (older_than,),
-            )
-            return int(cur.rowcount or 0)
+        total = 0
+        while True:
+            async with self._db.write() as conn:
+                cur = await conn.execute(
+                    "DELETE FROM outbox WHERE id IN (SELECT o.id FROM outbox o WHERE o.status='delivered'"
+                    " AND o.delivered_at < ? AND o.maybe_committed = 0 AND NOT EXISTS (SELECT 1 FROM"
+                    f" firings f WHERE f.id = o.firing_id AND f.task_state IN {OPEN_TASK_STATES!r}) LIMIT ?)",
+                    (older_than, batch),
+                )
+                deleted = int(cur.rowcount or 0)
+            total += deleted
+            if deleted < batch:
+                return total
+            await asyncio.sleep(0)
 
     async def firing_counts(self) -> dict[str, int]:
         rows = await self._db.fetchall("SELECT status, COUNT(*) FROM firings GROUP BY status")

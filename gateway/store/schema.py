@@ -235,4 +235,16 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE status IN ('shadow', 'awaiting_approval');
         """,
     ),
+    (
+        41,
+        """
+        -- Retention (gateway/runtime/housekeeping.py, issue 18.11): with foreign keys on, deleting a webhook event looks
+        -- up the rows that reference it; without these indexes every deletion scanned both tables (100,000
+        -- events: 69 s in one transaction, long enough for the systemd watchdog to kill the service).
+        CREATE INDEX IF NOT EXISTS consumptions_event ON consumptions(event_id);
+        CREATE INDEX IF NOT EXISTS task_activities_event ON task_activities(event_id);
+        CREATE INDEX IF NOT EXISTS webhook_events_received ON webhook_events(received_at);
+        CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox(status, delivered_at);
+        """,
+    ),
 ]

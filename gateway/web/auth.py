@@ -1,10 +1,12 @@
-"""Access control for the status page, /api/* and /metrics: a bearer token and/or HTTP basic auth.
+"""Access control: a bearer token and/or HTTP basic auth, on every path except an explicit public list.
 
-When `http.auth_token` or `http.auth_user` + `http.auth_password` is configured, every request to a protected
-path must carry `Authorization: Bearer <token>` or `Authorization: Basic <user:password>`; otherwise it gets
-401 with a `WWW-Authenticate` challenge (a browser then asks for the user and password). Comparisons are
-constant-time. /healthz stays open (systemd, load balancers and monitoring probe it) and the webhook
-endpoints keep their own signature check.
+When `http.auth_token` or `http.auth_user` + `http.auth_password` is configured, every request must carry
+`Authorization: Bearer <token>` or `Authorization: Basic <user:password>`, except to the paths of
+PUBLIC_PATHS; otherwise it gets 401 with a `WWW-Authenticate` challenge (a browser then asks for the user and
+password). Comparisons are constant-time. Protection is the default: a new route is protected unless it is
+added to PUBLIC_PATHS on purpose (issue 18.15). Public: /healthz (systemd, load balancers and monitoring
+probe it; without credentials it shows only the status and failing component names) and the webhook
+endpoints, which have their own signature / token check.
 """
 
 from __future__ import annotations
@@ -20,15 +22,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import HttpSection
 
-PUBLIC_PATHS = ("/healthz",)
-PROTECTED_PREFIXES = ("/api/", "/metrics")
+_WEBHOOKS = ("/webhooks/mobility-work", "/webhooks/servicemobility/InventoryUsage")
+# The explicit allow-list: exact paths, everything else needs credentials when auth is on.
+PUBLIC_PATHS = frozenset({"/healthz", *_WEBHOOKS, *(p + "/" for p in _WEBHOOKS)})
 
 
 def is_protected(path: str) -> bool:
-    """The status page, /api/* and /metrics; not /healthz nor the webhook endpoints."""
-    if path in PUBLIC_PATHS:
-        return False
-    return path in ("/", "/index.html") or path.startswith(PROTECTED_PREFIXES)
+    """Every path except the public allow-list (/healthz and the webhook endpoints)."""
+    return path not in PUBLIC_PATHS
 
 
 @dataclass(frozen=True)

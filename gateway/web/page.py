@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 
-from gateway.disk import human_bytes
+from gateway.core.units import human_bytes
 
 TEMPLATES = Path(__file__).parent / "templates"
 REFRESH_S = 5

@@ -74,6 +74,7 @@ class WebhookReceiver:
         self.ledger = ledger
         self.clock = clock
         self.max_body_bytes: int = http.max_body_bytes
+        self.max_buffered_bytes: int = getattr(http, "max_buffered_bytes", 16 * 1_048_576)
         secrets = tuple(
             s.get_secret_value()
             for s in (http.webhook_secret, http.webhook_secret_previous)

@@ -22,7 +22,8 @@ from gateway.web.auth import AuthMiddleware, Credentials
 from gateway.web.metrics import CONTENT_TYPE, GatewayMetrics, WebhookMetricsMiddleware
 from gateway.web.page import render_status_page
 from gateway.web.receiver import WebhookReceiver
-from gateway.web.status import collect_status, health
+from gateway.web.status import collect_status, health, public_health
+from gateway.web.webhooks import BodyBudget
 from gateway.web.webhooks import routes as webhook_routes
 
 
@@ -51,9 +52,17 @@ def build_app(deps: WebDeps) -> Starlette:
     metrics = GatewayMetrics(
         deps.snapshot, deps.outbox.counts, deps.disk, approval_queue=deps.outbox.approval_queue
     ).attach(deps.events)
+    budget = BodyBudget()
 
     async def healthz(request: Request) -> Response:
-        body = health(deps.snapshot(), await deps.outbox.counts())
+        """Public (probes need no credentials), but while auth is on a client without credentials sees only
+        the status and the failing components' names (docs/operations.md)."""
+        snap, counts = deps.snapshot(), await deps.outbox.counts()
+        credentials = Credentials.from_config(deps.http())
+        if credentials.required and not credentials.accepts(request.headers.get("authorization")):
+            body = public_health(snap, counts)
+        else:
+            body = health(snap, counts)
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     approvals: Approvals | None = None
@@ -81,7 +90,7 @@ def build_app(deps: WebDeps) -> Starlette:
         Route("/api/status", api_status),
         Route("/", page),
         Route("/metrics", metrics_endpoint),
-        *webhook_routes(_Receivers(deps)),
+        *webhook_routes(_Receivers(deps), budget=budget),
         Route("/api/reconciliation", reconciliation_endpoint(deps.reconciliation, deps.configured_timezone)),
     ]
     if approvals is not None:
@@ -90,4 +99,5 @@ def build_app(deps: WebDeps) -> Starlette:
     webhook_metrics = Middleware(WebhookMetricsMiddleware, events=deps.events)
     app = Starlette(routes=routes, middleware=[auth, webhook_metrics])
     app.state.metrics = metrics
+    app.state.body_budget = budget
     return app

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 HEADER = "X-MW-Signature"
 DEFAULT_TEMPLATE = "{t}.{nonce}.{body}"
+MAX_T_DIGITS = 12  # Unix seconds until the year 33658
+MAX_NONCE_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +86,19 @@ def parse_header(value: str) -> SignatureHeader:
     missing = {"t", "nonce", "signature"} - parts.keys()
     if missing:
         raise ValueError(f"malformed X-MW-Signature: missing {', '.join(sorted(missing))}")
-    if not parts["t"].isdigit():
+    # ASCII digits only (str.isdigit() also takes '²' and other scripts' digits) and at most MAX_T_DIGITS:
+    # a 400-digit t would overflow every float comparison after it (issue 13.9: an HTTP 500).
+    t = parts["t"]
+    if not (t.isascii() and t.isdigit()) or len(t) > MAX_T_DIGITS:
         raise ValueError("malformed X-MW-Signature: t must be Unix seconds")
     signature = parts["signature"].lower()
     if len(signature) != 64 or any(c not in "0123456789abcdef" for c in signature):
         raise ValueError("malformed X-MW-Signature: signature must be 64 hex characters")
     if not parts["nonce"]:
         raise ValueError("malformed X-MW-Signature: empty nonce")
-    return SignatureHeader(t=int(parts["t"]), nonce=parts["nonce"], signature=signature)
+    if len(parts["nonce"]) > MAX_NONCE_CHARS:
+        raise ValueError(f"malformed X-MW-Signature: nonce longer than {MAX_NONCE_CHARS} characters")
+    return SignatureHeader(t=int(t), nonce=parts["nonce"], signature=signature)
 
 
 def signature_matches(

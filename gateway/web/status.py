@@ -22,21 +22,41 @@ NOT_DRAINING_AFTER_S = 600.0  # retrying rows and no successful delivery for thi
 
 def health(snap: StatusSnapshot, counts: Mapping[str, int]) -> dict[str, Any]:
     """{"status": "ok" | "unhealthy", "reasons": [...]}: each reason one line a person can act on."""
+    reasons, _ = assess(snap, counts)
+    return {"status": "unhealthy" if reasons else "ok", "reasons": reasons}
+
+
+def public_health(snap: StatusSnapshot, counts: Mapping[str, int]) -> dict[str, Any]:
+    """/healthz for a client without credentials while auth is on: the status and the failing components'
+    names (tasks, cmms, disk, database, sources, outbox), never the CMMS's error text nor source names."""
+    reasons, failing = assess(snap, counts)
+    return {"status": "unhealthy" if reasons else "ok", "failing": failing}
+
+
+def assess(snap: StatusSnapshot, counts: Mapping[str, int]) -> tuple[list[str], list[str]]:
+    """The reasons (lines a person can act on) and the failing components' names."""
     reasons: list[str] = []
+    failing: list[str] = []  # component names only: what an unauthenticated probe may see
     for name, why in snap.failed_tasks.items():
         reasons.append(f"task {name} died ({why}): the gateway is stopping; systemd restarts it")
+        failing.append("tasks")
     status = snap.dispatcher
     if status.paused:
         reasons.append(f"CMMS paused (credentials or plan refused): {status.reason}; fix the key and reload")
+        failing.append("cmms")
     if snap.disk is not None and snap.disk.problem:
         reasons.append(snap.disk.problem)
+        failing.append("disk")
     if snap.store_error:
         reasons.append(f"database not writable: {snap.store_error}")
+        failing.append("database")
     if not status.link_up:
         reasons.append(f"CMMS unreachable: {status.link_error}; tasks stay queued and leave when it answers")
+        failing.append("cmms")
     down = sorted(s.name for s in snap.sources if s.link is LinkState.DOWN)
     if down:
         reasons.append(f"sources down: {', '.join(down)}")
+        failing.append("sources")
     if status.running and counts.get("retrying", 0):
         last_ok = status.last_success_at
         since = snap.started_at if last_ok is None else last_ok
@@ -45,7 +65,8 @@ def health(snap: StatusSnapshot, counts: Mapping[str, int]) -> dict[str, Any]:
                 f"outbox not draining: {counts['retrying']} rows retrying, no delivery for "
                 f"{(snap.now - since) / 60:.0f} min"
             )
-    return {"status": "unhealthy" if reasons else "ok", "reasons": reasons}
+            failing.append("outbox")
+    return reasons, list(dict.fromkeys(failing))
 
 
 async def discrepancies(deps: WebDeps, now: float) -> list[dict[str, Any]]:

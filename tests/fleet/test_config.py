@@ -8,8 +8,8 @@ import pytest
 
 from gateway.config import load_config
 from gateway.core.errors import ConfigError
-from gateway.fleet.config import load_relay_config
 from gateway.fleet.relay import decode_headers, encode_headers, msg_id
+from gateway.fleet.relay_config import load_relay_config
 
 BASE = "gateway: {id: line1}\ncmms: {kind: dry_run}\n"
 

@@ -22,7 +22,7 @@ from gateway.core.views import (
     WebDeps,
 )
 from gateway.core.webhooks import Incoming, NonceUse, RecordResult
-from gateway.disk import DiskStatus
+from gateway.runtime.disk import DiskStatus
 from gateway.web.server import build_app
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -10,6 +10,7 @@ import pytest
 from gateway.config import HttpSection, load_config
 from gateway.core.errors import ConfigError
 from gateway.web.auth import Credentials, is_protected
+from gateway.web.server import build_app
 from tests.web.ops_gateway import running_gateway
 
 TOKEN = "status-token-3b7e91d2"
@@ -74,7 +75,55 @@ def test_credentials_accept_only_well_formed_matching_headers():
 
 def test_protected_paths():
     assert all(is_protected(p) for p in ("/", "/api/status", "/api/reconciliation", "/metrics"))
-    assert not any(is_protected(p) for p in ("/healthz", "/webhooks/mobility-work", "/favicon.ico"))
+    assert not any(is_protected(p) for p in ("/healthz", "/webhooks/mobility-work"))
+    # Protection is the default (issue 18.15): a path nobody listed is protected.
+    assert all(is_protected(p) for p in ("/favicon.ico", "/api2", "/debug", "/healthz/x", "/webhooks/x"))
+
+
+async def test_every_mounted_route_but_the_allow_list_requires_auth():
+    """Walk the real app: a route added later is protected unless added to PUBLIC_PATHS on purpose."""
+    from starlette.routing import Route
+
+    from gateway.web.auth import PUBLIC_PATHS
+    from tests.web.fakes import fake
+
+    f = fake()
+    f.http = HttpSection(auth_token=TOKEN)
+    app = build_app(f.deps())
+    routes = [r for r in app.routes if isinstance(r, Route)]
+    assert {r.path for r in routes} >= {"/", "/api/status", "/metrics", "/api/reconciliation", "/healthz"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        for route in routes:
+            for method in sorted(route.methods or {"GET"}):
+                if method == "HEAD":
+                    continue
+                r = await client.request(method, route.path)
+                if route.path in PUBLIC_PATHS:
+                    assert "www-authenticate" not in r.headers, route.path
+                else:
+                    assert r.status_code == 401, (method, route.path, r.status_code)
+
+
+async def test_healthz_without_credentials_shows_only_status_and_component_names():
+    from gateway.core.samples import LinkState
+    from tests.web.fakes import dispatcher, fake, source
+
+    f = fake(
+        dispatcher=dispatcher(link_up=False, link_error="connect to cmms.internal:443: secret-ish detail"),
+        sources=(source("press1", LinkState.DOWN), source("oven-line-7", LinkState.UP)),
+    )
+    f.http = HttpSection(auth_token=TOKEN)
+    async with f.client() as client:
+        public = await client.get("/healthz")
+        full = await client.get("/healthz", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert public.status_code == full.status_code == 503
+    assert public.json() == {"status": "unhealthy", "failing": ["cmms", "sources"]}
+    assert "cmms.internal" not in public.text and "press1" not in public.text
+    assert "press1" in full.text and "cmms.internal" in full.text
+    f.http = HttpSection()  # no auth (loopback): the full reasons, as before
+    async with f.client() as client:
+        assert "reasons" in (await client.get("/healthz")).json()
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from gateway.web.read_mw import KNOWN_EVENTS
 from gateway.web.signature import sign
-from tests.web.webhook_server import MW_PATH, SECRET, SM_PATH, running_receiver
+from tests.web.webhook_server import MW_PATH, SECRET, SM_JWT_KEY, SM_PATH, running_receiver, sm_token
 
 ALLOWED = {200, 400, 401, 413}
 
@@ -33,7 +33,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     errors: list[BaseException] = []
 
     async def main() -> None:
-        async with running_receiver(tmp, port, webhook_secret=SECRET, max_body_bytes=64 * 1024):
+        async with running_receiver(
+            tmp, port, webhook_secret=SECRET, max_body_bytes=64 * 1024, servicemobility_jwt_key=SM_JWT_KEY
+        ):
             ready.set()
             await asyncio.to_thread(stop.wait)
 
@@ -107,7 +109,8 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @given(body=st.binary(max_size=2000))
 def test_random_bytes_never_get_a_500(server_url: str, client: httpx.Client, body: bytes) -> None:
     for path in (MW_PATH, SM_PATH):
-        r = client.post(server_url + path, content=body, headers={"X-MW-Signature": sign(SECRET, body)})
+        headers = {"X-MW-Signature": sign(SECRET, body), **sm_token()}
+        r = client.post(server_url + path, content=body, headers=headers)
         assert r.status_code in ALLOWED, (r.status_code, r.text)
 
 
@@ -135,7 +138,7 @@ def test_servicemobility_envelopes_never_get_a_500(
     payload["data"] = {
         "rows": [{"InventoryUsage": {"RefModule": "1002", "StorageLocations": [{"Items": data}]}}]
     }
-    r = client.post(server_url + SM_PATH, content=json.dumps(payload).encode())
+    r = client.post(server_url + SM_PATH, content=json.dumps(payload).encode(), headers=sm_token())
     assert r.status_code in ALLOWED, (r.status_code, r.text)
 
 

@@ -17,6 +17,12 @@ from tests.web.webhook_server import SM_PATH, running_receiver
 JWT_KEY = "sm-shared-secret-with-enough-bytes-32"
 
 
+def signed() -> dict[str, str]:
+    """A valid x-access-token: the route is open only with a JWT key configured (issue 18.9)."""
+    claims = {"sub": "servicemobility", "exp": int(time.time()) + 600}
+    return {"x-access-token": jwt.encode(claims, JWT_KEY, algorithm="HS256")}
+
+
 def envelope(
     event_id: str,
     *,
@@ -71,10 +77,13 @@ def envelope(
 async def test_inventory_usage_is_recorded_as_consumption_once(
     tmp_path: Path, free_port: Callable[[], int], path: str
 ) -> None:
-    async with running_receiver(tmp_path, free_port()) as gw, httpx.AsyncClient() as client:
+    async with (
+        running_receiver(tmp_path, free_port(), servicemobility_jwt_key=JWT_KEY) as gw,
+        httpx.AsyncClient() as client,
+    ):
         body = envelope("f0facfbb-e945-4b90-977d-1671bc0c60ab")
-        first = await client.post(gw.url + path, content=body, headers={"x-access-token": "anything"})
-        again = await client.post(gw.url + path, content=body)
+        first = await client.post(gw.url + path, content=body, headers=signed())
+        again = await client.post(gw.url + path, content=body, headers=signed())
         assert (first.status_code, again.status_code) == (200, 200)
         assert (first.json()["status"], again.json()["status"]) == ("stored", "duplicate")
         moves = await gw.store.ledger.movements(task_ids=["WO-1001"])
@@ -88,9 +97,16 @@ async def test_inventory_usage_is_recorded_as_consumption_once(
 async def test_other_modules_and_types_are_stored_not_counted(
     tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
-    async with running_receiver(tmp_path, free_port()) as gw, httpx.AsyncClient() as client:
-        transfer = await client.post(gw.url + SM_PATH, content=envelope("e1", module="1003"))
-        work_order = await client.post(gw.url + SM_PATH, content=envelope("e2", kind="WorkOrder"))
+    async with (
+        running_receiver(tmp_path, free_port(), servicemobility_jwt_key=JWT_KEY) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        transfer = await client.post(
+            gw.url + SM_PATH, content=envelope("e1", module="1003"), headers=signed()
+        )
+        work_order = await client.post(
+            gw.url + SM_PATH, content=envelope("e2", kind="WorkOrder"), headers=signed()
+        )
         assert (transfer.status_code, work_order.status_code) == (200, 200)
         assert await gw.store.ledger.movements() == []
         assert [(e["event"], e["known"]) for e in await gw.store.ledger.events()] == [
@@ -120,9 +136,12 @@ async def test_access_token_is_verified_when_a_key_is_set(
 
 
 async def test_bad_envelopes_get_400(tmp_path: Path, free_port: Callable[[], int]) -> None:
-    async with running_receiver(tmp_path, free_port()) as gw, httpx.AsyncClient() as client:
+    async with (
+        running_receiver(tmp_path, free_port(), servicemobility_jwt_key=JWT_KEY) as gw,
+        httpx.AsyncClient() as client,
+    ):
         for bad in (b"{", b"[]", b'{"type": "InventoryUsage"}', b'{"id": "", "type": "InventoryUsage"}'):
-            r = await client.post(gw.url + SM_PATH, content=bad)
+            r = await client.post(gw.url + SM_PATH, content=bad, headers=signed())
             assert r.status_code == 400, bad
         # Odd data inside a proper envelope is stored, never a 500.
         odd = json.dumps(
@@ -151,8 +170,22 @@ async def test_bad_envelopes_get_400(tmp_path: Path, free_port: Callable[[], int
                 },
             }
         ).encode()
-        r = await client.post(gw.url + SM_PATH, content=odd)
+        r = await client.post(gw.url + SM_PATH, content=odd, headers=signed())
         assert r.status_code == 200
         assert [(m.article, m.quantity, m.task_id) for m in await gw.store.ledger.movements()] == [
             ("X", 2.0, None)
         ]
+
+
+async def test_without_a_jwt_key_the_route_is_not_there(tmp_path: Path, free_port: Callable[[], int]) -> None:
+    """Issue 18.9: with only the Mobility Work secret set, a forged POST stored 999 x LUBE-5L on a task."""
+    async with (
+        running_receiver(tmp_path, free_port(), webhook_secret="whsec-mw-only") as gw,
+        httpx.AsyncClient() as client,
+    ):
+        items = [{"ProdNum": "LUBE-5L", "OutQty": 999.0, "InQty": 0.0}]
+        for path in (SM_PATH, SM_PATH + "/"):
+            r = await client.post(gw.url + path, content=envelope("forged", items=items), headers=signed())
+            assert r.status_code == 404
+        assert await gw.count() == 0
+        assert await gw.store.ledger.movements() == []

@@ -25,6 +25,16 @@ SECRET = "whsec-current-7f3a"
 PREVIOUS_SECRET = "whsec-previous-1b2c"
 MW_PATH = "/webhooks/mobility-work"
 SM_PATH = "/webhooks/servicemobility/InventoryUsage"
+SM_JWT_KEY = "sm-jwt-key-with-enough-bytes-for-hs256"
+
+
+def sm_token(key: str = SM_JWT_KEY, *, ttl: int = 3600) -> dict[str, str]:
+    """A valid ServiceMobility x-access-token header (the endpoint is served only with a key: issue 18.9)."""
+    import time
+
+    import jwt
+
+    return {"x-access-token": jwt.encode({"exp": int(time.time()) + ttl}, key, algorithm="HS256")}
 
 
 @dataclass

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.core.units import human_bytes
+
 DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
 DEFAULT_MIN_FREE_RATIO = 0.02
 DISK_CHECK_INTERVAL_S = 30.0
@@ -89,14 +91,3 @@ def check_disk(
             f"filesystem (needs {human_bytes(threshold)}); free some space, queued work is kept"
         )
     return DiskStatus(str(state_dir), directory_size(state_dir), free, total, threshold, writable, problem)
-
-
-def human_bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    value, unit = n / 1024, "KiB"
-    for bigger in ("MiB", "GiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, bigger
-    return f"{value:.1f} {unit}"
