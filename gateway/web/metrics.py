@@ -13,7 +13,8 @@ Families (all prefixed `mw_gateway_`, plus prometheus-client's `process_*` on Li
     source_up{source}                            1 when the link is up
     source_last_sample_age_seconds{source}       age of the last good sample (NaN before the first)
     rule_evaluations_total{rule}                 samples and ticks the rule was evaluated on
-    rule_firings_total{rule,status}              firings, by what the store made of them (queued, suppressed)
+    rule_firings_total{rule,status}              firings, by what the store made of them (queued, suppressed,
+                                                 shadow, awaiting_approval)
     outbox_rows{state}                           outbox depth: queued, retrying, delivered, dead, dropped,
                                                  shadow, awaiting_approval, rejected
     outbox_awaiting_approval                     rows of `mode: approve` rules waiting for a person
