@@ -310,8 +310,17 @@ def cmd_check(path: Path) -> int:
         print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
         return 1
     assert config is not None
+    if rule_count:
+        from gateway.engine.advice import while_open_advice
+
+        for warning in while_open_advice(ruleset, webhooks=_accepts_webhooks(config)):
+            print(warning, file=sys.stderr)
     print(f"{path}: OK ({len(config.sources)} sources, {rule_count} rules, CMMS {config.cmms.kind})")
     return 0
+
+
+def _accepts_webhooks(config: Config) -> bool:
+    return config.http.webhook_secret is not None or config.http.servicemobility_jwt_key is not None
 
 
 def _lint(rules_dir: Path, signals: Any, config: Config | None) -> list[Problem]:
@@ -349,6 +358,8 @@ def _raw_signal_names(path: Path) -> set[str] | None:
         signals = cfg.get("signals") if isinstance(cfg, dict) else None
         if isinstance(signals, dict):
             names.update(f"{source}.{name}" for name in signals)
+        if isinstance(cfg, dict) and cfg.get("alarms"):
+            names.add(f"{source}.alarm.*")
     return names
 
 

@@ -216,7 +216,9 @@ class Config(_Strict):
         """Every "source.signal" name configured. An MQTT key naming wildcard levels ("{1}_temp") is given as
         an fnmatch glob ("oven.*_temp")."""
         glob = re.compile(r"[{][0-9]+[}]")
-        return {f"{src}.{glob.sub('*', sig)}" for src, cfg in self.sources.items() for sig in cfg.signals}
+        names = {f"{src}.{glob.sub('*', sig)}" for src, cfg in self.sources.items() for sig in cfg.signals}
+        # OPC UA alarms: <source>.alarm.<name>.active|severity|message|acked|source, named at run time
+        return names | {f"{src}.alarm.*" for src, cfg in self.sources.items() if getattr(cfg, "alarms", None)}
 
     def secrets(self) -> list[str]:
         """Every secret value in the config, for the log redaction filter."""

@@ -91,6 +91,31 @@ sources:
     assert "secret-key-123456" not in result.stdout + result.stderr
 
 
+def test_while_open_suppress_without_webhooks_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    """Issue 13 item 11: `while_open: suppress` silently did nothing when no webhook could ever arrive."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "pump.yaml").write_text(GOOD_RULES)
+    config = tmp_path / "gateway.yaml"
+    base = """\
+gateway: {id: gw}
+cmms: {kind: mobility_work, api_key: "${MW_API_KEY}"}
+sources:
+  pump7: {protocol: modbus, host: h, signals: {temp: {input: 10, type: float32}}}
+"""
+    config.write_text(base)
+    result = run_check(config, {"MW_API_KEY": "secret-key-123456"})
+    assert result.returncode == 0 and "OK" in result.stdout
+    assert "1 rule use while_open: suppress (pump7-overheat)" in result.stderr
+    assert "http.webhook_secret" in result.stderr
+    config.write_text(base + 'http: {webhook_secret: "${SECRET}"}\n')
+    result = run_check(config, {"MW_API_KEY": "secret-key-123456", "SECRET": "s" * 32})
+    assert result.returncode == 0 and "while_open" not in result.stderr
+    (tmp_path / "rules" / "pump.yaml").write_text(GOOD_RULES.replace("cooldown: 12h", "while_open: create"))
+    config.write_text(base)
+    result = run_check(config, {"MW_API_KEY": "secret-key-123456"})
+    assert result.returncode == 0 and "while_open" not in result.stderr
+
+
 def test_a_window_shorter_than_the_source_poll_is_reported(tmp_path: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "pump.yaml").write_text(

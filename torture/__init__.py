@@ -1,5 +1,5 @@
 """Fault campaigns: `python -m torture [NAME ...]` (power_cut, outage, links, input, disk,
-sqlite_faults, source_edges, fleet, http_edges).
+sqlite_faults, source_edges, fleet, http_edges, absurd).
 
 Each campaign is a module with `async def run(report: Report) -> None`; it is bounded in time and count, runs
 on loopback only, and records every verified property with `report.check(ok, what)`. These are not part of

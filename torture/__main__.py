@@ -1,6 +1,7 @@
 """Run the fault campaigns and print `N passed, N failed` per campaign and overall.
 
-Usage: python -m torture [power_cut|outage|links|input|disk|sqlite_faults|source_edges|fleet|http_edges ...]
+Usage: python -m torture [CAMPAIGN ...]   CAMPAIGN: power_cut, outage, links, input, disk, sqlite_faults,
+       source_edges, fleet, http_edges, absurd
        (all of them by default, in that order)
 """
 
@@ -24,6 +25,7 @@ CAMPAIGNS = (
     "source_edges",
     "fleet",
     "http_edges",
+    "absurd",
 )
 
 

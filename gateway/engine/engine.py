@@ -19,6 +19,8 @@ from typing import Any
 
 from gateway.core.firings import Firing
 from gateway.core.samples import Sample
+from gateway.engine.admit import FLOAT_MAX, INT_MAX, INT_MIN, Door
+from gateway.engine.clockwatch import ClockWatch
 from gateway.engine.loader import RuleSet
 from gateway.engine.triggers import Host, RuleRuntime, make_runtime
 
@@ -46,6 +48,8 @@ class Engine:
         self._timed: tuple[RuleRuntime, ...] = ()
         self._samples_for_rules: dict[str, int] = {}  # per signal: samples that reached at least one rule
         self._ticks = 0
+        self.door = Door()  # the values the engine refuses (admit.py)
+        self.clock = ClockWatch()  # wall-clock steps, absorbed by every rule's timers (clockwatch.py)
         self.ruleset = ruleset
         self._install(ruleset, previous={}, state=state or {})
 
@@ -67,6 +71,8 @@ class Engine:
             if saved:
                 try:
                     runtime.restore(saved)
+                    if old is not None:
+                        runtime.succeed(old)
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     log.warning("rule %s: saved state ignored (%s); starting afresh", rule.id, exc)
                     runtime = make_runtime(compiled, self._host)
@@ -103,12 +109,23 @@ class Engine:
 
     # ------------------------------------------------------------ evaluation
 
-    def process(self, sample: Sample, now: float) -> list[Firing]:
-        """Feed one sample. Pure: the result depends only on the state, the sample and `now`."""
+    def process(self, sample: Sample, now: float, mono: float | None = None) -> list[Firing]:
+        """Feed one sample. Pure: the result depends only on the state, the sample and `now`.
+
+        `mono` (optional): a monotonic reading taken with `now`; with it, steps of the wall clock are told
+        from real time (see clockwatch.py); without it only steps back are."""
+        if self.clock.step(now, mono):
+            self._shift(self.clock.last_shift)
         signal = sample.signal
-        self.last_values[signal] = sample
         handlers = self._index.get(signal)
-        if handlers is None or sample.retained:  # a last known value, not an observation: no trigger
+        if handlers is None:  # no rule reads it: kept as received (templates, status page)
+            self.last_values[signal] = sample
+            return []
+        retained = sample.retained
+        self.door.now = now
+        sample = self.door.check(sample)
+        self.last_values[signal] = sample
+        if retained:  # a last known value, not an observation: no trigger
             return []
         self._samples_for_rules[signal] = self._samples_for_rules.get(signal, 0) + 1
         if len(handlers) == 1:
@@ -120,27 +137,47 @@ class Engine:
                 out.extend(fired)
         return out
 
-    def process_batch(self, samples: Iterable[Sample], now: float) -> list[Firing]:
+    def process_batch(self, samples: Iterable[Sample], now: float, mono: float | None = None) -> list[Firing]:
         """Feed many samples at once, in order: the same as calling process() for each, without a method call
         per sample (most samples touch no rule; this is the gateway's hot path)."""
+        if self.clock.step(now, mono):
+            self._shift(self.clock.last_shift)
         last_values = self.last_values
         handlers_of = self._index.get
         counts = self._samples_for_rules
+        door = self.door
+        door.now = now
+        check = door.check
+        fmax, nfmax, imin, imax = FLOAT_MAX, -FLOAT_MAX, INT_MIN, INT_MAX
         out: list[Firing] = []
         for sample in samples:
             signal = sample.signal
-            last_values[signal] = sample
             handlers = handlers_of(signal)
-            if handlers is not None and not sample.retained:
-                counts[signal] = counts.get(signal, 0) + 1
-                for handler in handlers:
-                    fired = handler(sample, now)
-                    if fired:
-                        out.extend(fired)
+            if handlers is None:  # no rule reads it: kept as received (templates, status page)
+                last_values[signal] = sample
+                continue
+            # The door (admit.py), inlined for numbers in range; anything else goes through Door.check.
+            v = sample.value
+            tv = type(v)
+            if tv is float:
+                if not nfmax <= v <= fmax:  # type: ignore[operator]
+                    sample = check(sample)
+            elif tv is not int or not imin <= v <= imax:  # type: ignore[operator]
+                sample = check(sample)
+            last_values[signal] = sample
+            if sample.retained:  # a last known value, not an observation: no trigger
+                continue
+            counts[signal] = counts.get(signal, 0) + 1
+            for handler in handlers:
+                fired = handler(sample, now)
+                if fired:
+                    out.extend(fired)
         return out
 
-    def tick(self, now: float) -> list[Firing]:
+    def tick(self, now: float, mono: float | None = None) -> list[Firing]:
         """Advance timers: `for` conditions maturing, running hours, stale signals."""
+        if self.clock.step(now, mono):
+            self._shift(self.clock.last_shift)
         self._ticks += 1
         out: list[Firing] = []
         for runtime in self._timed:
@@ -148,6 +185,16 @@ class Engine:
             if fired:
                 out.extend(fired)
         return out
+
+    def _shift(self, delta: float) -> None:
+        """The wall clock stepped by `delta` seconds: every rule moves its timers with it, so no duration
+        (hours, `for`, stale, cooldown) gains or loses the step."""
+        for runtime in self._runtimes.values():
+            runtime.shift(delta)
+
+    def refused(self) -> dict[str, int]:
+        """Per signal: samples whose value the engine refused since start (admit.py)."""
+        return dict(self.door.refused)
 
     @property
     def needs_tick(self) -> bool:

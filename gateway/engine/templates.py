@@ -178,12 +178,9 @@ def find_refs(tree: nodes.Node, free: Collection[str], known: Collection[str] | 
     def walk(node: nodes.Node, called: bool = False) -> None:
         chain = _chain(node)
         if chain is not None and len(chain) > 0:
+            # A chain holds only names and constant subscripts: nothing else to find in it (walking its
+            # inner nodes would take `oven.zone1` of `oven.zone1.temp` for a signal of its own).
             resolve(chain, called)
-            # Subscripts that are not constants may hide more names: walk them too.
-            if isinstance(node, nodes.Getitem | nodes.Getattr):
-                for child in node.iter_child_nodes():
-                    if not isinstance(child, nodes.Const):
-                        walk_children_only(child)
             return
         if isinstance(node, nodes.Call):
             walk(node.node, called=True)
@@ -193,10 +190,6 @@ def find_refs(tree: nodes.Node, free: Collection[str], known: Collection[str] | 
             return
         for child in node.iter_child_nodes():
             walk(child)
-
-    def walk_children_only(node: nodes.Node) -> None:
-        if not isinstance(node, nodes.Name):
-            walk(node)
 
     walk(tree)
     return refs

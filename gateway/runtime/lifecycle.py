@@ -35,6 +35,7 @@ from gateway.core.inputs import Tick
 from gateway.core.ports import Backend, Source
 from gateway.core.samples import Sample
 from gateway.core.views import ReloadOutcome
+from gateway.engine.advice import while_open_advice
 from gateway.engine.engine import Engine
 from gateway.engine.loader import RuleSet
 from gateway.runtime.dispatcher import Dispatcher
@@ -151,6 +152,11 @@ class Gateway:
             cfg.cmms.kind,
             self.store.path,
         )
+        for warning in while_open_advice(
+            self.rules,
+            webhooks=cfg.http.webhook_secret is not None or cfg.http.servicemobility_jwt_key is not None,
+        ):
+            log.warning("%s", warning.removeprefix("warning: "))
         notify("READY=1\nSTATUS=running")
 
     @property

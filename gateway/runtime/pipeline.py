@@ -163,7 +163,7 @@ class Pipeline:
                 firings += self._process(samples)
                 samples = []
             if isinstance(item, Tick):
-                firings += self.engine.tick(self.clock.now())
+                firings += self.engine.tick(self.clock.now(), self.clock.monotonic())
                 await self._commit(firings)
                 firings = []
                 await self._periodic_save()
@@ -177,7 +177,7 @@ class Pipeline:
 
     def _process(self, samples: list[Sample]) -> list[Firing]:
         self.samples_in += len(samples)
-        return self.engine.process_batch(samples, self.clock.now())
+        return self.engine.process_batch(samples, self.clock.now(), self.clock.monotonic())
 
     async def drain(self) -> None:
         """On stop: what is still queued, then the rule state; one last try for held firings."""

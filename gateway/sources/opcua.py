@@ -39,7 +39,7 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.node import Node
-from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
+from asyncua.common.subscription import DataChangeEvent, OpcEvent, OverflowPolicy, StatusChangeEvent
 from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError
@@ -50,6 +50,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.samples import Emit, SourceStats, Value
 from gateway.sources._common import Link, Sink, quiet_library_logger
+from gateway.sources.opcua_alarms import AlarmWatch
 from gateway.sources.schema import OpcuaSignal, OpcuaSource
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class OpcuaConnector:
         self._link = Link(self._what, log, self.stats)
         self._last_ts: dict[str, float] = {}
         self._certificate_checked = False
+        self._alarms = AlarmWatch(name, config.alarms, self._clock, state_dir) if config.alarms else None
         # signal -> (value, loop time of its last sample) while its last sample was GOOD: what a keep-alive
         # confirms
         self._good: dict[str, tuple[Value, float]] = {}
@@ -165,6 +167,8 @@ class OpcuaConnector:
                 reason = self._connect_failure(exc)
                 if self._link.down(reason):
                     sink.all_bad(self.signals, f"link down: {reason}")
+                    if self._alarms:
+                        self._alarms.link_down(sink, f"link down: {reason}")
                     self._good.clear()
                 await _disconnect(client)
                 _raise_if_cancelled()
@@ -182,6 +186,8 @@ class OpcuaConnector:
                 self.stats.errors += 1
                 if self._link.down(_describe(exc)):
                     sink.all_bad(self.signals, f"link down: {_describe(exc)}")
+                    if self._alarms:
+                        self._alarms.link_down(sink, f"link down: {_describe(exc)}")
                     self._good.clear()
             finally:
                 await _disconnect(client)
@@ -233,6 +239,8 @@ class OpcuaConnector:
             params, None, queue_maxsize=_QUEUE_MAX, overflow=OverflowPolicy.DROP_OLDEST
         )
         await self._monitor(client, sub, dict(self.signals), by_node, resolved, missing, sink)
+        if self._alarms:
+            await self._alarms.subscribe(client, sub, lambda n: self._resolve(client, OpcuaSignal(node=n)))
         # Not a TaskGroup: on Python 3.11 a child failing while the group is already exiting leaves our task
         # marked as cancelling (fixed in 3.12), and the exception would come wrapped in an ExceptionGroup.
         tasks = [
@@ -376,10 +384,14 @@ class OpcuaConnector:
                         if resolved:  # do the names still hold?
                             await self._check_names(client, resolved)
                         await self._refresh(client, by_node, sink)
+                        if self._alarms:  # alarms raised or cleared while the link was down
+                            await self._alarms.refresh()
                 elif self._link.is_up and state in (UaClientState.RECONNECTING, UaClientState.DISCONNECTED):
                     self.stats.errors += 1
                     if self._link.down("connection lost; asyncua is reconnecting"):
                         sink.all_bad(self.signals, "link down: connection lost")
+                        if self._alarms:
+                            self._alarms.link_down(sink, "link down: connection lost")
                         self._good.clear()
                 supervisor = getattr(client, "_supervisor_task", None)
                 if supervisor is not None and supervisor.done():
@@ -401,6 +413,9 @@ class OpcuaConnector:
 
     async def _consume(self, sub: Any, by_node: dict[Any, list[str]], sink: Sink) -> None:
         async for event in sub:
+            if isinstance(event, OpcEvent) and self._alarms:
+                self._alarms.on_event(event, sink)
+                continue
             if isinstance(event, StatusChangeEvent):
                 log.debug("%s: subscription status %s", self._what, event.notification.Status)
                 continue

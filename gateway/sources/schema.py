@@ -165,6 +165,27 @@ class OpcuaSignal(_Strict):
         return self
 
 
+class OpcuaAlarms(_Strict):
+    """`alarms:` of an OPC UA source: the conditions (Alarms & Conditions, Part 9) of one object's events, as
+    signals `<source>.alarm.<name>.active|severity|message|acked|source` (gateway/sources/opcua_alarms.py)."""
+
+    source: str = "i=2253"  # the object whose events are subscribed: the Server object, or a NodeId / nsu=
+    severity_min: int = Field(
+        default=0, ge=0, le=1000
+    )  # a condition is active for rules at this severity or more
+    name: Literal["condition", "source_condition"] = (
+        "condition"  # <ConditionName> or <SourceName>.<ConditionName>
+    )
+    queue_size: int = Field(default=1000, ge=1, le=100000)  # events the server keeps between two publishes
+
+    @field_validator("source")
+    @classmethod
+    def _node(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("alarms.source: give the NodeId of the object, e.g. i=2253 (the Server object)")
+        return value.strip()
+
+
 class OpcuaSource(_Strict):
     protocol: Literal["opcua"]
     url: str
@@ -185,7 +206,8 @@ class OpcuaSource(_Strict):
         5.0  # the subscription's keep-alive; unchanged values confirmed
     )
     namespaces: dict[str, str] = Field(default_factory=dict)  # browse-path alias -> namespace URI
-    signals: dict[str, str | OpcuaSignal]
+    signals: dict[str, str | OpcuaSignal] = Field(default_factory=dict)
+    alarms: OpcuaAlarms | None = None  # alarms and conditions: signals <source>.alarm.<name>.*
 
     _pi = field_validator(
         "publishing_interval",
@@ -221,6 +243,14 @@ class OpcuaSource(_Strict):
         if not value.startswith("opc.tcp://"):
             raise ValueError("an OPC UA url starts with opc.tcp://, e.g. opc.tcp://10.0.0.10:4840")
         return value
+
+    @model_validator(mode="after")
+    def _alarm_names(self) -> OpcuaSource:
+        if self.alarms is not None:
+            taken = [key for key in self.signals if key == "alarm" or key.startswith("alarm.")]
+            if taken:
+                raise ValueError(f"signal {taken[0]!r}: the names alarm.* are the alarms' signals; rename it")
+        return self
 
 
 # ---------------------------------------------------------------- MQTT

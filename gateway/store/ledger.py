@@ -227,7 +227,7 @@ class Ledger:
     async def prune_events(
         self, *, older_than: float, history_older_than: float | None = None, batch: int = PRUNE_BATCH
     ) -> int:
-        """Retention (gateway/runtime/housekeeping.py): raw webhook events received before `older_than` go. Events the
+        """Retention (runtime/housekeeping.py): raw webhook events received before `older_than` go. Events the
         ledger still points at (consumptions, activities) keep their row, without the raw body. Consumptions
         and activities whose event was received before `history_older_than` go with their event (None: they
         are kept). Tasks and stock levels stay. Returns how many events were pruned or emptied.

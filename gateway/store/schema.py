@@ -238,7 +238,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         41,
         """
-        -- Retention (gateway/runtime/housekeeping.py, issue 18.11): with foreign keys on, deleting a webhook event looks
+        -- Retention (runtime/housekeeping.py, 18.11): with foreign keys on, deleting a webhook event looks
         -- up the rows that reference it; without these indexes every deletion scanned both tables (100,000
         -- events: 69 s in one transaction, long enough for the systemd watchdog to kill the service).
         CREATE INDEX IF NOT EXISTS consumptions_event ON consumptions(event_id);

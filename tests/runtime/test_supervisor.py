@@ -108,7 +108,7 @@ async def test_a_dead_engine_turns_healthz_503_naming_it_and_wait_returns_at_onc
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert (await client.get("/healthz")).status_code == 200
 
-            def broken(now: float) -> list[object]:
+            def broken(now: float, mono: float | None = None) -> list[object]:
                 raise RuntimeError("engine bug")
 
             gw.engine.tick = broken  # type: ignore[method-assign,assignment]
@@ -129,7 +129,7 @@ async def test_a_dead_engine_turns_healthz_503_naming_it_and_wait_returns_at_onc
 CRASHING_RUN = """
 import sys
 from gateway.engine.engine import Engine
-def broken(self, now):
+def broken(self, now, mono=None):
     raise RuntimeError("engine bug injected by the test")
 Engine.tick = broken
 from gateway.cli import main

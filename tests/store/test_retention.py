@@ -1,4 +1,4 @@
-"""Retention (gateway/runtime/housekeeping.py): bounded batches, indexes, consumptions pruned with their events after
+"""Retention (runtime/housekeeping.py): bounded batches, indexes, consumptions pruned with their events after
 `history_retention`, the open task's row kept, pruning off the periodic tick (issues 18.11 and 18.12)."""
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ Each kind is one module of this package holding both halves of the kind:
   `rule id:occurrence`; the cooldown is applied there); `export()` / `restore()` for the persisted state
   (JSON-able; add keys to the base's dict, restore them only when the base's `restore` says the trigger is
   the same); `phase_status(now)` and `progress()` for the status page; `task_closed` for
-  `rearm: on_completion`. No I/O and no clock reads: time is always the `now` argument. State machines are
+  `rearm: on_completion`; `shift(delta)` when the runtime stores instants durations are measured from (the
+  wall clock stepped: move them by `delta`, see engine/clockwatch.py); `succeed(old)` for in-memory knowledge
+  a reload keeps. No I/O and no clock reads: time is always the `now` argument. State machines are
   enums (see latch.Phase); the `for` / re-arm machine of condition triggers is latch.LatchedRuntime.
 - `KIND = TriggerKind(when=..., runtime=...)` at the end of the module.
 

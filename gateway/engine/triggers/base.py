@@ -140,6 +140,13 @@ class RuleRuntime:
     def task_closed(self, outcome: str, now: float) -> None:
         return None
 
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped by `delta` seconds (engine/clockwatch.py): move every stored instant that
+        a duration is measured from by `delta`, so the step counts as no time. A kind with instants of its
+        own extends this (calling super)."""
+        if self.cooldown.until > 0:
+            self.cooldown.until += delta
+
     def export(self) -> dict[str, Any]:
         """The persisted state (JSON-able). A kind adds its own keys to this dict."""
         return {
@@ -155,6 +162,11 @@ class RuleRuntime:
         last = state.get("last_fired_at")
         self.last_fired_at = None if last is None else float(last)
         return state.get("kind") == self.c.rule.kind and state.get("fp") == self.c.rule.trigger_fingerprint()
+
+    def succeed(self, old: RuleRuntime) -> None:
+        """After restore(old.export()) on a reload: take over what the previous runtime of the rule knew in
+        memory and did not export (the engine's samples are still current on a reload, unlike a restart)."""
+        return None
 
     def template_extra(self) -> dict[str, Any] | None:
         """Extra names for the task templates of a firing (see WhenModel.template_values)."""

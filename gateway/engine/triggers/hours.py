@@ -165,6 +165,11 @@ class HoursRuntime(RuleRuntime):
             self.next_s = self.acc_s + self.every_s
             self.host.dirty.add(self.id)
 
+    def shift(self, delta: float) -> None:
+        super().shift(delta)
+        if self.last_t is not None:
+            self.last_t += delta
+
     def export(self) -> dict[str, Any]:
         return {**super().export(), "acc_s": self.acc_s, "next_s": self.next_s, "every_s": self.every_s}
 

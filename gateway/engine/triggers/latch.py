@@ -32,11 +32,16 @@ class LatchedRuntime(RuleRuntime):
     FIRING --unknown (bad sample, link down)--> FIRING                  (a link drop is not a re-arm)
     Without `for`, IDLE goes straight to FIRING. The firing key is the rule id + the time the condition began.
 
+    A PENDING phase restored from saved state (after a restart, or a reload that changed the rule) is
+    `unconfirmed`: the samples that made it pending belong to the past, so the timer does not fire on ticks
+    until a fresh evaluation says the condition still holds (then it fires at once if `for` has elapsed
+    since the original start, keeping that start in its key); a fresh false or unknown ends it.
+
     A subclass feeds `step()` from its on_sample and says what a firing carries (evidence, value,
     signal_name, threshold).
     """
 
-    __slots__ = ("for_s", "needs_tick", "phase", "since", "start_evidence")
+    __slots__ = ("for_s", "last_start", "needs_tick", "phase", "since", "start_evidence", "unconfirmed")
 
     def __init__(self, compiled: CompiledRule, host: Host, for_s: float) -> None:
         super().__init__(compiled, host)
@@ -45,6 +50,8 @@ class LatchedRuntime(RuleRuntime):
         self.phase = Phase.IDLE
         self.since: float | None = None
         self.start_evidence: tuple[Evidence, ...] = ()
+        self.unconfirmed = False  # a restored PENDING waiting for a fresh sample that confirms the condition
+        self.last_start: float | None = None  # the start of the last episode (its key's time)
 
     def evidence(self) -> tuple[Evidence, ...]:
         raise NotImplementedError
@@ -64,7 +71,16 @@ class LatchedRuntime(RuleRuntime):
         if phase is Phase.IDLE:
             if not cond:
                 return None
-            self.since = now
+            start = now
+            last = self.last_start
+            if last is not None and now - 1.0 < last and iso(now) <= iso(last):
+                # Another episode within the same millisecond as the last (a burst of samples processed at
+                # one `now`): its key would repeat the last one's and the store would drop it as a
+                # duplicate. It starts 1 ms after the last one instead.
+                start = last + 0.001
+                while iso(start) <= iso(last):
+                    start += 0.0005
+            self.since = self.last_start = start
             self.start_evidence = self.evidence()
             if self.for_s <= 0:
                 return self._fire(now)
@@ -72,6 +88,7 @@ class LatchedRuntime(RuleRuntime):
             self.host.dirty.add(self.id)
             return None
         if phase is Phase.PENDING:
+            self.unconfirmed = False
             if not cond:
                 self.phase = Phase.IDLE
                 self.since = None
@@ -108,9 +125,14 @@ class LatchedRuntime(RuleRuntime):
         return [firing] if firing is not None else None
 
     def on_tick(self, now: float) -> Firings:
-        if self.phase is Phase.PENDING:
+        if self.phase is Phase.PENDING and not self.unconfirmed:
             return self._check_for(now)
         return None
+
+    def shift(self, delta: float) -> None:
+        super().shift(delta)
+        if self.phase is Phase.PENDING and self.since is not None:
+            self.since += delta
 
     def export(self) -> dict[str, Any]:
         return {**super().export(), "phase": str(self.phase), "since": self.since}
@@ -123,13 +145,20 @@ class LatchedRuntime(RuleRuntime):
             self.since = None if since is None else float(since)
             if self.phase is Phase.PENDING and self.since is None:
                 self.phase = Phase.IDLE
+            self.unconfirmed = self.phase is Phase.PENDING
         return same
+
+    def succeed(self, old: RuleRuntime) -> None:
+        if isinstance(old, LatchedRuntime) and self.phase is Phase.PENDING:
+            self.unconfirmed = old.unconfirmed  # a reload: the samples that made it pending are current
 
     def phase_status(self, now: float) -> dict[str, Any]:
         out: dict[str, Any] = {"state": str(self.phase)}
         if self.phase is Phase.PENDING and self.since is not None:
             out["since"] = self.since
             out["fires_at"] = self.since + self.for_s
+            if self.unconfirmed:
+                out["awaiting"] = "a fresh sample confirming the condition (restored after a restart)"
         elif self.phase is Phase.FIRING and self.since is not None:
             out["since"] = self.since
         return out

@@ -100,6 +100,13 @@ class StaleRuntime(RuleRuntime):
         )
         return [firing] if firing is not None else None
 
+    def shift(self, delta: float) -> None:
+        super().shift(delta)
+        if self.last_good is not None:
+            self.last_good += delta
+        if self.started is not None:
+            self.started += delta
+
     def export(self) -> dict[str, Any]:
         return {**super().export(), "phase": str(self.phase)}
 
