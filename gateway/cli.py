@@ -50,11 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=None, help="machine time acceleration")
     p = sub.add_parser("outbox", help="inspect and act on queued and dead CMMS calls")
     _add_config(p)
-    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "retry", "drop"])
-    p.add_argument("id", nargs="?", type=int, help="outbox row id (show, retry, drop)")
+    p.add_argument(
+        "action", nargs="?", default="list", choices=["list", "show", "retry", "drop", "approve", "reject"]
+    )
+    p.add_argument("id", nargs="?", type=int, help="outbox row id (show, retry, drop, approve, reject)")
     p.add_argument("--status", action="append", help="list only rows in this status (repeatable)")
     p.add_argument(
         "--dry-run", action="store_true", help="list the shadow tasks recorded by the dry_run backend"
+    )
+    p.add_argument(
+        "--shadow",
+        action="store_true",
+        help="list the firings of `mode: shadow` rules with the request the backend would have sent",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--limit", type=int, default=200)
@@ -367,11 +374,15 @@ async def cmd_outbox(args: argparse.Namespace) -> int:
     store = await Store.open(config.state_dir, gateway_id=config.gateway.id)
     try:
         if args.action == "list":
+            statuses = ["shadow"] if args.shadow else args.status
             rows = await store.outbox.list(
-                statuses=args.status, limit=args.limit, delivered_by="dry_run" if args.dry_run else None
+                statuses=statuses, limit=args.limit, delivered_by="dry_run" if args.dry_run else None
             )
             if args.json:
                 print(json.dumps([_row_json(r) for r in rows], indent=2, default=str))
+                return 0
+            if args.shadow:
+                _print_shadow_rows(rows)
                 return 0
             _print_outbox_table(rows)
             counts = await store.outbox.counts()
@@ -408,9 +419,40 @@ async def cmd_outbox(args: argparse.Namespace) -> int:
                 else f"outbox row {args.id} cannot be dropped (unknown, delivered, dropped or in flight)"
             )
             return 0 if ok else 1
+        if args.action in ("approve", "reject"):
+            decide = store.outbox.approve if args.action == "approve" else store.outbox.reject
+            ok = await decide(args.id, by="cli")
+            if ok:
+                print(
+                    f"outbox row {args.id} approved: queued for delivery (the running gateway sends it)"
+                    if args.action == "approve"
+                    else f"outbox row {args.id} rejected (kept for the record, never sent)"
+                )
+                return 0
+            row = await store.outbox.get(args.id)
+            why = "unknown" if row is None else f"it is {row.status.value}, not awaiting_approval"
+            print(f"outbox row {args.id} cannot be {args.action}d: {why}", file=sys.stderr)
+            return 1
     finally:
         await store.close()
     return 2
+
+
+def _print_shadow_rows(rows: Sequence[Any]) -> None:
+    """Each shadow firing with the request the backend would have sent (rendered by the running gateway)."""
+    if not rows:
+        print("(no shadow firings)")
+    for r in rows:
+        print(f"{r.id}  {_fmt_ts(r.created_at)}  rule {r.rule_id}  firing {r.firing_uuid}")
+        print(f"    {r.firing.task.description[:100]}")
+        if r.last_error:
+            print(f"    not renderable: {r.last_error}")
+        elif r.last_request is None:
+            print("    (not rendered yet: the running gateway renders it on its next dispatcher pass)")
+        else:
+            print("    would send:")
+            for line in json.dumps(r.last_request, indent=2, default=str).splitlines():
+                print("      " + line)
 
 
 def _row_json(row: Any) -> dict[str, Any]:
@@ -430,6 +472,9 @@ def _row_json(row: Any) -> dict[str, Any]:
         "last_error": row.last_error,
         "last_details": row.last_details,
         "maybe_committed": getattr(row, "maybe_committed", 0),
+        "mode": row.firing.mode,
+        "decided_at": getattr(row, "decided_at", None),
+        "decided_by": getattr(row, "decided_by", None),
         "request": row.last_request,
         "task": row.firing.to_json()["task"],
     }
@@ -503,6 +548,13 @@ def explain_row(row: Any) -> str:
         lines.append("  request sent:")
         lines.extend(
             "    " + line for line in json.dumps(row.last_request, indent=2, default=str).splitlines()
+        )
+    if getattr(row, "decided_at", None) is not None:
+        verb = "rejected" if row.status.value == "rejected" else "approved"
+        lines.append(f"  {verb}:  {_fmt_ts(row.decided_at)} by {row.decided_by}")
+    if row.status.value == "awaiting_approval":
+        lines.append(
+            f"  waits for a person: mw-gateway outbox approve {row.id}  (or: outbox reject {row.id})"
         )
     if row.status.value == "dead":
         lines.append(

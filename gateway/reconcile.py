@@ -89,6 +89,9 @@ def _consumed(movements: list[MovementRow]) -> dict[str, float]:
 SCHEDULED_GRACE_S = 600.0
 
 
+UNSENT_BY_MODE = ("shadow", "awaiting_approval", "rejected")  # outbox states that are never sent (yet)
+
+
 def reconcile_firing(
     firing: FiringRow, tasks: list[TaskRow], movements: list[MovementRow], *, now: float | None = None
 ) -> dict[str, Any]:
@@ -107,8 +110,12 @@ def reconcile_firing(
     )
     if awaiting:
         state = "awaiting_webhook"
+    # Rule modes (docs/rollout.md): a shadow, awaiting or rejected firing is not meant to have a task (yet).
+    unsent = firing.outbox_status in UNSENT_BY_MODE
+    if unsent and not tasks:
+        state = firing.outbox_status
     if firing.status != "suppressed":
-        if not tasks and not awaiting:
+        if not tasks and not awaiting and not unsent:
             problems.append(
                 {
                     "code": "never_scheduled",

@@ -294,3 +294,32 @@ async def test_the_report_decodes_and_reconciles_off_the_event_loop(
     assert len(report["rows"]) == 5
     assert seen["decode"] and loop_thread not in seen["decode"]
     assert seen["reconcile"] and loop_thread not in seen["reconcile"]
+
+
+async def test_shadow_awaiting_and_rejected_firings_are_not_discrepancies(store: Store) -> None:
+    """Rule modes (docs/rollout.md): a firing never meant to be sent (yet) has no task and that is no problem;
+    a task that does appear for one is still checked (here: two tasks)."""
+    import dataclasses
+
+    base = [
+        firing("s:1", "s", at=T0),
+        firing("a:1", "a", at=T0),
+        firing("r:1", "r", at=T0),
+        firing("d:1", "d", at=T0),
+    ]
+    modes = {"s": "shadow", "a": "approve", "r": "approve", "d": "shadow"}
+    recorded = await store.outbox.record_firings(
+        [dataclasses.replace(f, mode=modes[f.rule_id]) for f in base]
+    )
+    rows = {r.rule_id: r.id for r in await store.outbox.list()}
+    assert await store.outbox.reject(rows["r"])
+    events = Events(store)
+    for task_id in ("t8", "t9"):
+        await events.task(task_id, "TaskWasScheduled", recorded[3].uuid)
+    report = {r["key"]: r for r in (await build_report(store))["rows"]}
+    assert {k: (r["task_state"], r["discrepancies"]) for k, r in report.items() if k != "d:1"} == {
+        "s:1": ("shadow", []),
+        "a:1": ("awaiting_approval", []),
+        "r:1": ("rejected", []),
+    }
+    assert [d["code"] for d in report["d:1"]["discrepancies"]] == ["duplicate_task"]

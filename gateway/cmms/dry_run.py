@@ -80,6 +80,12 @@ class DryRunBackend:
         log.info("dry run: nothing is sent to a CMMS; tasks are rendered as %s would send them", target)
         return NetworkInfo(timezone=self._timezone, name="dry run", extra={"compare_with": self.compare_with})
 
+    def build_request(self, item: OutboxItem) -> dict[str, Any]:
+        """The request `compare_with` would send, or the neutral rendering (also for `mode: shadow` rules)."""
+        if self._builder is None:
+            return neutral_request(item, gateway_id=self.gateway_id)
+        return self._builder.build_request(item)
+
     async def deliver(self, item: OutboxItem) -> Delivery:
         if self._builder is None:
             request = neutral_request(item, gateway_id=self.gateway_id)

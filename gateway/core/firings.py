@@ -74,6 +74,7 @@ class Firing:
     metadata: dict[str, Any] = field(default_factory=dict)  # the rule's own metadata, rendered
     while_open: str = "suppress"  # "suppress" (default) or "create"
     trigger: str = ""  # "counter", "hours", "signal", "expr", "stale": for the status page and reports
+    mode: str = "live"  # "live", "shadow" (rendered, never sent) or "approve" (waits for a person)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,4 +95,5 @@ class Firing:
             metadata=dict(data.get("metadata", {})),
             while_open=data.get("while_open", "suppress"),
             trigger=data.get("trigger", ""),
+            mode=data.get("mode", "live"),
         )

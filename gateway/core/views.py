@@ -116,6 +116,10 @@ class StatusSnapshot:
 class OutboxReader(Protocol):
     async def counts(self) -> dict[str, int]: ...
 
+    async def approval_queue(self) -> tuple[int, float | None]:
+        """(rows awaiting approval, created_at of the oldest)."""
+        ...
+
     async def list(self, *, statuses: Sequence[str] | None = None, limit: int = 200) -> Any:
         """list[gateway.store.OutboxRow], newest first."""
         ...
@@ -140,3 +144,6 @@ class WebDeps:
     events: EventBus
     disk: Callable[[], DiskView]  # measured now (a scrape, a failing disk re-measured on every look)
     clock: Clock
+    # (outbox id, approve?, who) -> (changed?, the row's state now or None when unknown): the status page's
+    # approve/reject buttons (docs/rollout.md); None: no buttons.
+    decide: Callable[[int, bool, str], Awaitable[tuple[bool, str | None]]] | None = None

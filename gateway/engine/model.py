@@ -61,6 +61,7 @@ class Rule(Strict):
     priority: Literal["normal", "high"] = "normal"
     metadata: dict[str, Any] = Field(default_factory=dict)
     while_open: Literal["suppress", "create"] = "suppress"
+    mode: Literal["live", "shadow", "approve"] = "live"  # docs/rollout.md
 
     @field_validator("id")
     @classmethod

@@ -24,6 +24,10 @@ must be read together; everything separable (brakes, status, the store's guards)
 
 A `Retry-After` is capped at RETRY_AFTER_MAX_S (an absurd or infinite value never holds delivery for good)
 and forgotten on `resume()`.
+
+Rule modes (docs/rollout.md): rows in state `shadow` or `awaiting_approval` are never due and never claimed.
+Each pass renders new shadow rows with the backend's `build_request` (what it would send; no network, no
+quota) and stores the rendering on the row (`render_shadows`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import math
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
+from gateway.cmms.dry_run import neutral_request
 from gateway.config import DispatcherSection
 from gateway.core.backoff import Backoff
 from gateway.core.clock import Clock, SystemClock
@@ -176,6 +182,7 @@ class Dispatcher:
                 self.heartbeat()
                 try:
                     await self.recover()  # inside the handling: a store error here is retried, not fatal
+                    await self.render_shadows()
                     started = await self._start_due()
                 except asyncio.CancelledError:
                     raise
@@ -192,10 +199,42 @@ class Dispatcher:
         """One pass: start every attempt that is due and allowed, and wait for all of them (for tests and
         tools; `run()` does not wait). Returns the number of attempts started."""
         await self.recover()
+        await self.render_shadows()
         started = await self._start_due()
         if self._inflight:
             await asyncio.gather(*self._inflight.values())
         return started
+
+    async def render_shadows(self) -> int:
+        """Store, for each new shadow row, the request the configured backend would send (nothing is sent,
+        no quota is used). A task the backend cannot build is recorded with the reason. Returns how many."""
+        done = 0
+        while True:
+            items = await self.store.outbox.unrendered_shadows(limit=100)
+            if not items:
+                return done
+            for item in items:
+                request, error = self._render(item)
+                await self.store.outbox.render_shadow(item.outbox_id, request, error=error)
+                done += 1
+                log.info(
+                    "shadow: firing %s of rule %s rendered, not sent (%s %s)",
+                    item.firing_uuid,
+                    item.firing.rule_id,
+                    (request or {}).get("method") or "",
+                    (request or {}).get("path") or error or "neutral rendering",
+                )
+
+    def _render(self, item: OutboxItem) -> tuple[dict[str, Any] | None, str | None]:
+        builder = getattr(self.backend, "build_request", None)
+        if not callable(builder):
+            gateway_id = str(getattr(self.backend, "gateway_id", ""))
+            return {**neutral_request(item, gateway_id=gateway_id), "backend": self.backend.kind}, None
+        try:
+            request = builder(item)
+        except (ValueError, TypeError, KeyError) as exc:
+            return None, f"{self.backend.kind} could not build the task: {exc}"
+        return {**dict(request), "backend": self.backend.kind, "shadow": True}, None
 
     async def _stop_inflight(self) -> None:
         tasks = list(self._inflight.values())

@@ -146,6 +146,14 @@ def web_deps(gw: Running) -> WebDeps:
     async def reconciliation(since: float | None, rule: str | None) -> dict[str, Any]:
         return await build_report(store, since=since, rule=rule, linked=linked_sources(gw.config.http))
 
+    async def decide(outbox_id: int, approve: bool, by: str) -> tuple[bool, str | None]:
+        act = store.outbox.approve if approve else store.outbox.reject
+        changed = await act(outbox_id, by=by)
+        if changed and approve:
+            gw.dispatcher.wake()
+        row = await store.outbox.get(outbox_id)
+        return changed, None if row is None else str(row.status)
+
     return WebDeps(
         snapshot=lambda: snapshot(gw),
         outbox=store.outbox,
@@ -158,4 +166,5 @@ def web_deps(gw: Running) -> WebDeps:
         events=gw.events,
         disk=lambda: disk_view(check_disk(gw.config.state_dir)),
         clock=gw.clock,
+        decide=decide,
     )

@@ -5,6 +5,10 @@ Outbox row states (transitions live in this module only):
     delivered  the CMMS accepted it (or dry_run recorded it); kept until the retention period is over
     dead       the CMMS rejected it (4xx); kept with the server's reasons until an operator retries/drops it
     dropped    an operator dropped it; kept for the record
+    shadow             a `mode: shadow` firing: the dispatcher stores the request the backend would send
+                       (`render_shadow`), nothing is ever sent and no quota used; never becomes queued
+    awaiting_approval  a `mode: approve` firing: never claimed; `approve` makes it queued, `reject` rejected
+    rejected           an operator rejected it before it was sent; kept for the record
 
 An attempt is *claimed* before its request leaves (`claim`: `attempt_started_at` and a random
 `claim_token` are set and fsynced; only a row `claim` returned may be sent) and the claim is cleared with its
@@ -39,12 +43,17 @@ class OutboxStatus(enum.StrEnum):
     DELIVERED = "delivered"  # accepted by the CMMS
     DEAD = "dead"  # rejected by the CMMS; needs a person
     DROPPED = "dropped"  # dropped by an operator
+    SHADOW = "shadow"  # mode: shadow; rendered, never sent (docs/rollout.md)
+    AWAITING_APPROVAL = "awaiting_approval"  # mode: approve; waits for an operator
+    REJECTED = "rejected"  # mode: approve; an operator said no: never sent
 
 
 class FiringStatus(enum.StrEnum):
     QUEUED = "queued"  # has an outbox row
     SUPPRESSED = "suppressed"  # the rule's previous task for this equipment was still open
     DUPLICATE = "duplicate"  # the same firing key was recorded before (not stored again)
+    SHADOW = "shadow"  # mode: shadow: has an outbox row in state shadow, never sent, never suppresses
+    AWAITING_APPROVAL = "awaiting_approval"  # mode: approve: has an outbox row waiting for an operator
 
 
 # Task states from the webhooks that count as "still open" for while_open suppression.
@@ -101,6 +110,9 @@ class OutboxRow:
     maybe_committed: int = 0  # attempts that may have created a task without us seeing the answer
     maybe_committed_at: float | None = None
     dead_at: float | None = None
+    decided_at: float | None = None  # approve/reject: when
+    decided_by: str | None = None  # approve/reject: who (cli, web:<user>)
+    rendered_at: float | None = None  # shadow: when the rendering was stored in last_request
 
     @property
     def maybe_duplicated(self) -> bool:
@@ -133,6 +145,9 @@ class OutboxRow:
             maybe_committed=row["maybe_committed"],
             maybe_committed_at=row["maybe_committed_at"],
             dead_at=row["dead_at"],
+            decided_at=row["decided_at"],
+            decided_by=row["decided_by"],
+            rendered_at=row["rendered_at"],
         )
 
 
@@ -183,6 +198,11 @@ class Outbox:
         written again. A firing whose rule has `while_open: suppress` while the previous task of the same rule
         and equipment is still open (queued for delivery, or scheduled/started per the webhooks) is stored as
         SUPPRESSED, without an outbox row.
+
+        Rule modes (docs/rollout.md): a `mode: shadow` firing is stored as SHADOW with an outbox row in state
+        shadow; while_open neither suppresses it nor lets it suppress a live firing (a shadow task is never
+        open in the CMMS). A `mode: approve` firing gets an outbox row in state awaiting_approval and takes
+        part in while_open like a queued one (approved, it becomes the open task).
         """
         now = self._clock.now()
         results: list[Recorded] = []
@@ -200,11 +220,14 @@ class Outbox:
                 stored.add(firing.key)
                 eq = equipment_key(firing)
                 blocker = None
-                if firing.while_open == "suppress":
+                shadow = firing.mode == "shadow"
+                if firing.while_open == "suppress" and not shadow:
                     blocker = queued_here.get((firing.rule_id, eq)) or await self._open_firing(
                         conn, firing.rule_id, eq
                     )
                 status = FiringStatus.SUPPRESSED if blocker else FiringStatus.QUEUED
+                if shadow:
+                    status = FiringStatus.SHADOW
                 firing_rows.append(
                     (
                         firing.key,
@@ -213,15 +236,22 @@ class Outbox:
                         eq,
                         firing.fired_at,
                         str(firing.priority),
-                        str(status),
+                        "shadow" if shadow else ("suppressed" if blocker else "queued"),
                         blocker,
                         json.dumps(firing.to_json(), default=str),
                     )
                 )
-                if status is FiringStatus.QUEUED:
-                    queued_here[(firing.rule_id, eq)] = uid
+                if status is not FiringStatus.SUPPRESSED:
+                    out_status = OutboxStatus.QUEUED
+                    if shadow:
+                        out_status = OutboxStatus.SHADOW
+                    else:
+                        queued_here[(firing.rule_id, eq)] = uid
+                        if firing.mode == "approve":
+                            out_status = OutboxStatus.AWAITING_APPROVAL
+                            status = FiringStatus.AWAITING_APPROVAL
                     priority = 0 if firing.priority is Priority.HIGH else 1
-                    outbox_rows.append((priority, OutboxStatus.QUEUED.value, now, now, now, firing.key))
+                    outbox_rows.append((priority, out_status.value, now, now, now, firing.key))
                 results.append(Recorded(firing.key, uid, status, blocker))
             # Few statements whatever the burst size: the whole burst costs one fsync and little CPU.
             if firing_rows:
@@ -256,7 +286,7 @@ class Outbox:
         uid, task_state, out_status = rows[0]
         if task_state in OPEN_TASK_STATES:
             return str(uid)
-        if task_state is None and out_status == OutboxStatus.QUEUED.value:
+        if task_state is None and out_status in (OutboxStatus.QUEUED, OutboxStatus.AWAITING_APPROVAL):
             return str(uid)  # not yet delivered: it will become an open task
         return None
 
@@ -487,12 +517,66 @@ class Outbox:
             )
             return bool(cur.rowcount)
 
+    # ------------------------------------------------------------------ rule modes (docs/rollout.md)
+
+    async def approve(self, outbox_id: int, *, by: str = "cli") -> bool:
+        """Release a row awaiting approval: it becomes queued, due now (then normal delivery, quota
+        applies). False when the row is not awaiting approval (unknown, already decided, or another mode)."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            cur = await conn.execute(
+                "UPDATE outbox SET status='queued', next_attempt_at=?, updated_at=?, decided_at=?,"
+                " decided_by=? WHERE id=? AND status='awaiting_approval'",
+                (now, now, now, by, outbox_id),
+            )
+            return bool(cur.rowcount)
+
+    async def reject(self, outbox_id: int, *, by: str = "cli") -> bool:
+        """Discard a row awaiting approval: it is kept as rejected and never sent. False as for approve."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            cur = await conn.execute(
+                "UPDATE outbox SET status='rejected', updated_at=?, decided_at=?, decided_by=?"
+                " WHERE id=? AND status='awaiting_approval'",
+                (now, now, by, outbox_id),
+            )
+            return bool(cur.rowcount)
+
+    async def unrendered_shadows(self, *, limit: int = 100) -> list[OutboxItem]:
+        """Shadow rows whose rendering is not stored yet, oldest first."""
+        rows = await self._db.fetchall(
+            _SELECT + " WHERE o.status='shadow' AND o.rendered_at IS NULL ORDER BY o.id LIMIT ?", (limit,)
+        )
+        return [_item(r) for r in rows]
+
+    async def render_shadow(self, outbox_id: int, request: Any, *, error: str | None = None) -> bool:
+        """Store what the backend would have sent for a shadow row (or why it could not build it). The row
+        stays shadow: nothing ever sends it, whatever the rule's mode later."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            cur = await conn.execute(
+                "UPDATE outbox SET rendered_at=?, updated_at=?, last_request=?, last_error=?"
+                " WHERE id=? AND status='shadow'",
+                (now, now, _dumps(request), error, outbox_id),
+            )
+            return bool(cur.rowcount)
+
+    async def approval_queue(self) -> tuple[int, float | None]:
+        """(rows awaiting approval, created_at of the oldest or None)."""
+        row = await self._db.fetchone(
+            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status='awaiting_approval'"
+        )
+        if row is None:
+            return 0, None
+        return int(row[0]), None if row[1] is None else float(row[1])
+
     async def counts(self) -> dict[str, int]:
         rows = await self._db.fetchall(
             "SELECT CASE WHEN status='queued' AND attempts>0 THEN 'retrying' ELSE status END AS s, COUNT(*) "
             "FROM outbox GROUP BY s"
         )
         out = {"queued": 0, "retrying": 0, "delivered": 0, "dead": 0, "dropped": 0}
+        out.update({"shadow": 0, "awaiting_approval": 0, "rejected": 0})
         out.update({r[0]: r[1] for r in rows})
         return out
 

@@ -221,6 +221,21 @@ MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
+        32,
+        """
+        -- Rule modes (docs/rollout.md). Two more outbox states, never claimed by the dispatcher:
+        --   shadow             a `mode: shadow` firing: rendered as the backend would send it, never sent
+        --   awaiting_approval  a `mode: approve` firing: waits for `mw-gateway outbox approve|reject ID`
+        -- and one terminal state, rejected. decided_at/decided_by: who released or discarded the row, when.
+        -- rendered_at: when the dispatcher stored a shadow row's rendering in last_request.
+        ALTER TABLE outbox ADD COLUMN decided_at REAL;
+        ALTER TABLE outbox ADD COLUMN decided_by TEXT;
+        ALTER TABLE outbox ADD COLUMN rendered_at REAL;
+        CREATE INDEX outbox_waiting ON outbox(status, created_at)
+            WHERE status IN ('shadow', 'awaiting_approval');
+        """,
+    ),
+    (
         41,
         """
         -- Retention (runtime/housekeeping.py, 18.11): with foreign keys on, deleting a webhook event looks

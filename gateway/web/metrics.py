@@ -13,8 +13,12 @@ Families (all prefixed `mw_gateway_`, plus prometheus-client's `process_*` on Li
     source_up{source}                            1 when the link is up
     source_last_sample_age_seconds{source}       age of the last good sample (NaN before the first)
     rule_evaluations_total{rule}                 samples and ticks the rule was evaluated on
-    rule_firings_total{rule,status}              firings, by what the store made of them (queued, suppressed)
-    outbox_rows{state}                           outbox depth: queued, retrying, delivered, dead, dropped
+    rule_firings_total{rule,status}              firings, by what the store made of them (queued, suppressed,
+                                                 shadow, awaiting_approval)
+    outbox_rows{state}                           outbox depth: queued, retrying, delivered, dead, dropped,
+                                                 shadow, awaiting_approval, rejected
+    outbox_awaiting_approval                     rows of `mode: approve` rules waiting for a person
+    outbox_awaiting_approval_oldest_age_seconds  how long the oldest of them has waited (0: none waits)
     delivery_attempts_total{result}              done, retry, dead, pause
     delivery_latency_seconds{result}             histogram of one delivery attempt
     dispatcher_paused                            1 while paused on credentials or plan
@@ -54,6 +58,8 @@ FAMILIES = (
     "rule_evaluations",
     "rule_firings",
     "outbox_rows",
+    "outbox_awaiting_approval",
+    "outbox_awaiting_approval_oldest_age_seconds",
     "delivery_attempts",
     "delivery_latency_seconds",
     "dispatcher_paused",
@@ -75,8 +81,12 @@ class GatewayMetrics:
         snapshot: Callable[[], StatusSnapshot],
         outbox_counts: Callable[[], Awaitable[dict[str, int]]],
         disk: Callable[[], DiskView],
+        *,
+        approval_queue: Callable[[], Awaitable[tuple[int, float | None]]] | None = None,
     ) -> None:
         self.snapshot = snapshot
+        self.approval_queue = approval_queue
+        self._approvals: tuple[int, float | None] = (0, None)
         self.outbox_counts = outbox_counts
         self.disk = disk
         self.registry = CollectorRegistry(auto_describe=True)
@@ -133,6 +143,8 @@ class GatewayMetrics:
     async def refresh(self) -> None:
         """What needs the database or the disk, read once per scrape; the snapshot of the running parts."""
         self._outbox = await self.outbox_counts()
+        if self.approval_queue is not None:
+            self._approvals = await self.approval_queue()
         self._disk = self.disk()
         self._snap = self.snapshot()
 
@@ -189,6 +201,17 @@ class _LiveCollector(Collector):
         for state, count in sorted(self.metrics._outbox.items()):
             outbox.add_metric([state], count)
         yield outbox
+        waiting, oldest = self.metrics._approvals
+        yield GaugeMetricFamily(
+            f"{PREFIX}_outbox_awaiting_approval",
+            "Outbox rows of mode: approve rules waiting for a person",
+            value=waiting,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_outbox_awaiting_approval_oldest_age_seconds",
+            "Seconds the oldest row awaiting approval has waited (0 when none waits)",
+            value=0.0 if oldest is None else max(0.0, now - oldest),
+        )
 
         status = snap.dispatcher
         yield GaugeMetricFamily(

@@ -149,7 +149,10 @@ def progress_ratio(progress: Any) -> float | None:
         return None
 
 
-def render_status_page(status: dict[str, Any], *, refresh_s: int = REFRESH_S) -> str:
+def render_status_page(
+    status: dict[str, Any], *, refresh_s: int = REFRESH_S, csrf_token: str | None = None
+) -> str:
+    """`csrf_token`: show the approve/reject buttons with this token (only when http.auth_* is set)."""
     gateway = status["gateway"]
     fmt = _Fmt(gateway.get("timezone") or "UTC", float(status.get("now") or 0.0))
     template = _env.get_template("status.html")
@@ -157,6 +160,7 @@ def render_status_page(status: dict[str, Any], *, refresh_s: int = REFRESH_S) ->
         s=status,
         fmt=fmt,
         refresh_s=refresh_s,
+        csrf_token=csrf_token,
         number=fmt_number,
         age=fmt_age,
         human_bytes=human_bytes,

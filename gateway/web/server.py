@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from gateway.core.views import WebDeps
 from gateway.reconcile import reconciliation_endpoint
+from gateway.web.approvals import Approvals
 from gateway.web.auth import AuthMiddleware, Credentials
 from gateway.web.metrics import CONTENT_TYPE, GatewayMetrics, WebhookMetricsMiddleware
 from gateway.web.page import render_status_page
@@ -48,7 +49,9 @@ class _Receivers:
 
 
 def build_app(deps: WebDeps) -> Starlette:
-    metrics = GatewayMetrics(deps.snapshot, deps.outbox.counts, deps.disk).attach(deps.events)
+    metrics = GatewayMetrics(
+        deps.snapshot, deps.outbox.counts, deps.disk, approval_queue=deps.outbox.approval_queue
+    ).attach(deps.events)
     budget = BodyBudget()
 
     async def healthz(request: Request) -> Response:
@@ -62,8 +65,18 @@ def build_app(deps: WebDeps) -> Starlette:
             body = health(snap, counts)
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
+    approvals: Approvals | None = None
+    if deps.decide is not None:
+        approvals = Approvals(
+            deps.decide, auth_required=lambda: Credentials.from_config(deps.http()).required
+        )
+
     async def page(request: Request) -> Response:
-        return HTMLResponse(render_status_page(await collect_status(deps)))
+        token = approvals.form_token() if approvals is not None else None
+        response = HTMLResponse(render_status_page(await collect_status(deps), csrf_token=token))
+        if approvals is not None:
+            approvals.set_cookie(response)
+        return response
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(await metrics.render(), media_type=CONTENT_TYPE)
@@ -80,6 +93,8 @@ def build_app(deps: WebDeps) -> Starlette:
         *webhook_routes(_Receivers(deps), budget=budget),
         Route("/api/reconciliation", reconciliation_endpoint(deps.reconciliation, deps.configured_timezone)),
     ]
+    if approvals is not None:
+        routes.append(Route("/api/outbox/{id:int}/{action}", approvals.endpoint, methods=["POST"]))
     auth = Middleware(AuthMiddleware, credentials=lambda: Credentials.from_config(deps.http()))
     webhook_metrics = Middleware(WebhookMetricsMiddleware, events=deps.events)
     app = Starlette(routes=routes, middleware=[auth, webhook_metrics])

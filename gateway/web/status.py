@@ -106,6 +106,39 @@ def outbox_rows(rows: Any) -> list[dict[str, Any]]:
     ]
 
 
+def approval_rows(rows: Any, now: float) -> list[dict[str, Any]]:
+    """Rows awaiting approval (rule `mode: approve`), oldest first, with their age."""
+    return [
+        {
+            "id": r.id,
+            "rule": r.rule_id,
+            "firing": r.firing_uuid,
+            "priority": r.priority,
+            "created_at": r.created_at,
+            "age_s": round(now - r.created_at, 1),
+            "description": r.firing.task.description,
+            "equipment": r.firing.task.equipment,
+        }
+        for r in rows
+    ]
+
+
+def shadow_rows(rows: Any) -> list[dict[str, Any]]:
+    """Firings of `mode: shadow` rules with the request the backend would have sent (never sent)."""
+    return [
+        {
+            "id": r.id,
+            "rule": r.rule_id,
+            "firing": r.firing_uuid,
+            "created_at": r.created_at,
+            "description": r.firing.task.description,
+            "request": r.last_request,
+            "error": r.last_error,
+        }
+        for r in rows
+    ]
+
+
 def status_document(
     snap: StatusSnapshot,
     counts: Mapping[str, int],
@@ -113,6 +146,8 @@ def status_document(
     rows: list[dict[str, Any]] | None = None,
     webhooks: list[dict[str, Any]] | None = None,
     problems: list[dict[str, Any]] | None = None,
+    approvals: list[dict[str, Any]] | None = None,
+    shadows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The /api/status document (and the status page's data) from a snapshot and what the database said."""
     now = snap.now
@@ -163,7 +198,13 @@ def status_document(
         "signals": signals,
         "rules": rules,
         "firings": [f.as_dict() for f in snap.recent_firings],
-        "outbox": {"counts": dict(counts), "dispatcher": dict(d.detail), "rows": rows or []},
+        "outbox": {
+            "counts": dict(counts),
+            "dispatcher": dict(d.detail),
+            "rows": rows or [],
+            "awaiting_approval": approvals or [],
+            "shadow": shadows or [],
+        },
         "quota": {
             "month": d.quota_month,
             "used": d.quota_used,
@@ -181,10 +222,16 @@ async def collect_status(deps: WebDeps) -> dict[str, Any]:
     snap = deps.snapshot()
     counts = await deps.outbox.counts()
     rows = await deps.outbox.list(statuses=["queued", "dead"], limit=OUTBOX_ROWS_SHOWN)
+    waiting = await deps.outbox.list(statuses=["awaiting_approval"], limit=OUTBOX_ROWS_SHOWN)
+    shadow = (
+        await deps.outbox.list(statuses=["shadow"], limit=OUTBOX_ROWS_SHOWN) if counts.get("shadow") else []
+    )
     return status_document(
         snap,
         counts,
         rows=outbox_rows(rows),
+        approvals=approval_rows(waiting, snap.now),
+        shadows=shadow_rows(shadow),
         webhooks=await deps.latest_webhooks(LATEST_WEBHOOKS),
         problems=await discrepancies(deps, snap.now),
     )

@@ -116,6 +116,9 @@ class FakeOutbox:
     async def counts(self) -> dict[str, int]:
         return dict(self._counts)
 
+    async def approval_queue(self) -> tuple[int, float | None]:
+        return 0, None
+
     async def list(self, *, statuses: Sequence[str] | None = None, limit: int = 200) -> Any:
         return self.rows[:limit]
 

@@ -52,9 +52,11 @@ class Running:
         await wait_for(seen, what=f"{signal} == {value}")
 
 
-def write_config(tmp: Path, *, mw_url: str, http_port: int, plc_port: int, http_extra: str = "") -> Path:
+def write_config(
+    tmp: Path, *, mw_url: str, http_port: int, plc_port: int, http_extra: str = "", rules: str = RULES
+) -> Path:
     (tmp / "rules").mkdir(exist_ok=True)
-    (tmp / "rules" / "press1.yaml").write_text(RULES)
+    (tmp / "rules" / "press1.yaml").write_text(rules)
     path = tmp / "gateway.yaml"
     path.write_text(f"""gateway:
   id: ops-test
@@ -91,7 +93,7 @@ sources:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    tmp: Path, port: int, monkeypatch: pytest.MonkeyPatch, *, http_extra: str = ""
+    tmp: Path, port: int, monkeypatch: pytest.MonkeyPatch, *, http_extra: str = "", rules: str = RULES
 ) -> AsyncIterator[Running]:
     monkeypatch.setenv("MW_API_KEY", API_KEY)
     async with (
@@ -99,7 +101,7 @@ async def running_gateway(
         run_mobility_work_sim(api_key=API_KEY) as sim,
     ):
         config_path = write_config(
-            tmp, mw_url=sim.url, http_port=port, plc_port=plc.port, http_extra=http_extra
+            tmp, mw_url=sim.url, http_port=port, plc_port=plc.port, http_extra=http_extra, rules=rules
         )
         config, rules = load_all(config_path)
         gw = Gateway(config, rules)

@@ -91,6 +91,7 @@ def build_firing(
         metadata=metadata,
         while_open=rule.while_open,
         trigger=rule.kind,
+        mode=rule.mode,
     )
 
 
