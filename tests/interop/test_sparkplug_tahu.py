@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gateway.core.samples import LinkState, Quality
 from gateway.sources.registry import build_source
 from gateway.sources.schema import SparkplugSource
 from gateway.sources.sparkplug import SparkplugConnector
 from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running
-from tests.sources.test_mqtt import Broker
+from tests.sources.test_mqtt import Broker, broker
+
+__all__ = ["broker"]  # the shared mosquitto fixture, imported from test_mqtt
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "sparkplug_edge.js"
@@ -117,19 +117,6 @@ async def tahu_edge(port: int) -> AsyncIterator[TahuEdge]:
         yield edge
     finally:
         await edge.kill()
-
-
-@pytest.fixture
-async def broker(free_port: Callable[[], int], tmp_path: Path) -> AsyncIterator[Broker]:
-    port = free_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    b = Broker(port, config)
-    await b.start()
-    try:
-        yield b
-    finally:
-        await b.kill()
 
 
 def host(port: int) -> SparkplugConnector:

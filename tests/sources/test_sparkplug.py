@@ -30,7 +30,9 @@ from gateway.sources.sparkplug_browse import list_sparkplug, signals_block
 from gateway.sources.sparkplug_codec import DataType as T
 from tests.engine.helpers import T0, engine
 from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running
-from tests.sources.test_mqtt import Broker
+from tests.sources.test_mqtt import Broker, broker
+
+__all__ = ["broker"]  # the shared mosquitto fixture, imported from test_mqtt
 
 FAST = {"reconnect_delay": 0.05, "reconnect_max_delay": 0.3, "keepalive": 5, "timeout": 3}
 G = "Plant1"
@@ -206,19 +208,6 @@ async def test_fuzzed_messages_never_raise(collector: Collector) -> None:
 
 
 # ---------------------------------------------------------------- against mosquitto
-
-
-@pytest.fixture
-async def broker(free_port: Callable[[], int], tmp_path: Path) -> AsyncIterator[Broker]:
-    port = free_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    b = Broker(port, config)
-    await b.start()
-    try:
-        yield b
-    finally:
-        await b.kill()
 
 
 class Edge:

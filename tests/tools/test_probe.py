@@ -16,20 +16,9 @@ from gateway.config import load_config
 from gateway.sim.plc import NAMESPACE_URI, run_modbus_press, run_opcua_press
 from gateway.sources.codec import encode
 from gateway.tools.probe import format_table, probe_config
-from tests.sources.test_mqtt import Broker
+from tests.sources.test_mqtt import Broker, broker
 
-
-@pytest.fixture
-async def broker(free_port: Callable[[], int], tmp_path: Path) -> AsyncIterator[Broker]:
-    port = free_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    b = Broker(port, config)
-    await b.start()
-    try:
-        yield b
-    finally:
-        await b.kill()
+__all__ = ["broker"]  # the shared mosquitto fixture, imported from test_mqtt
 
 
 @contextlib.asynccontextmanager
