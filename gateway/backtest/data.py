@@ -1,5 +1,8 @@
 """Historical data for `mw-gateway backtest`: CSV (long or wide) and Parquet, streamed in chunks.
 
+Over 500 lines on purpose: the two readers (pyarrow's streaming one and the csv module's fallback) must agree
+row for row, line numbers included, so they are kept side by side in one module.
+
 Formats (the header decides):
 - long: `time,signal,value[,quality]`, one sample per row;
 - wide: `time,<signal>,<signal>,...`, one row per time, an empty cell is no sample.

@@ -1,5 +1,8 @@
 """OPC UA subscriptions with asyncua, behind a small adapter: no asyncua type leaves this module.
 
+Just over 500 lines: keeping every asyncua call in this one module is the point of the adapter (alarms,
+browse and probe live beside it and reach asyncua only through it).
+
 How a source runs:
 
 - The first connection is ours to retry (exponential backoff with jitter). Once connected, asyncua's own

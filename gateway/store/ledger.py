@@ -1,6 +1,8 @@
 """The webhook ledger: what the CMMS did with the tasks the gateway created, and which spare parts went where.
 
-The web side (gateway/web/webhooks_*.py) verifies a webhook and turns its JSON into typed ledger operations
+Just over 500 lines: the binding rules below are one state machine whose queries are kept together.
+
+The web side (gateway/web/read_*.py and receiver.py) verifies a webhook and turns its JSON into typed ledger operations
 (`LedgerOps`); `Ledger.record()` stores the raw event and applies the operations in ONE transaction, so a
 webhook is answered 200 only once everything it says is durable.
 

@@ -1,5 +1,8 @@
 """Firings and the transactional outbox: a firing and its outbox row are written in one transaction.
 
+Over 500 lines on purpose: every transition of the outbox state machine lives here and nowhere else, each
+guarded by the status (and claim token) it expects; splitting it would scatter the transitions.
+
 Outbox row states (transitions live in this module only):
     queued     waiting for its first attempt or a retry at next_attempt_at
     delivered  the CMMS accepted it (or dry_run recorded it); kept until the retention period is over
