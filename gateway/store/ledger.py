@@ -2,9 +2,9 @@
 
 Just over 500 lines: the binding rules below are one state machine whose queries are kept together.
 
-The web side (gateway/web/read_*.py and receiver.py) verifies a webhook and turns its JSON into typed ledger operations
-(`LedgerOps`); `Ledger.record()` stores the raw event and applies the operations in ONE transaction, so a
-webhook is answered 200 only once everything it says is durable.
+The web side (gateway/web/read_*.py, receiver.py) verifies a webhook and turns its JSON into typed ledger
+operations (`LedgerOps`); `Ledger.record()` stores the raw event and applies the operations in ONE
+transaction, so a webhook is answered 200 only once everything it says is durable.
 
 Binding: a task event whose `metadata.firing` names a firing uuid binds that task to the firing
 (`tasks.firing_uuid`) and keeps `firings.task_id` / `firings.task_state` current — the outbox reads them for
