@@ -197,6 +197,10 @@ async def demo_main(*, seconds: float | None, port: int | None, speed: float | N
                 await asyncio.Event().wait()
             else:
                 await asyncio.sleep(seconds)
+            # The technician stops before the gateway does, so no webhook is sent to a gateway going away.
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
 
         try:
             await serve(gw, until=until())
