@@ -6,7 +6,6 @@ Secrets are pydantic `SecretStr`: they print as '**********' and never reach a l
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from gateway.cmms.schema import CmmsConfig
 from gateway.core.durations import parse_duration
 from gateway.core.errors import ConfigError, Problem
 from gateway.core.extras import need_jwt_library
+from gateway.core.listen import check_exposure, check_listen, is_loopback, listen_host, listen_port
 from gateway.core.yamlfile import YamlDoc, load_yaml
 from gateway.fleet.config import FleetSection
 from gateway.sources.schema import SourceConfig
@@ -101,20 +101,17 @@ class HttpSection(_Strict):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("write HOST:PORT, e.g. 127.0.0.1:8470")
-        return value
+        return check_listen(value, example="127.0.0.1:8470")
 
     @model_validator(mode="after")
     def _exposure(self) -> HttpSection:
-        if bool(self.tls_certificate) != bool(self.tls_key):
-            raise ValueError("tls_certificate and tls_key go together: set both or neither")
-        if not self.loopback and not self.tls_certificate and not self.allow_plain_http:
-            raise ValueError(
-                f"listen {self.listen} reaches beyond this machine: set tls_certificate and tls_key, "
-                "or allow_plain_http: true to accept plain HTTP on the network"
-            )
+        check_exposure(
+            listen=self.listen,
+            tls_certificate=self.tls_certificate,
+            tls_key=self.tls_key,
+            allow_plain_http=self.allow_plain_http,
+            plain_hint="to accept plain HTTP on the network",
+        )
         if (self.auth_user is None) != (self.auth_password is None):
             raise ValueError("auth_user and auth_password go together: set both or neither")
         if self.servicemobility_jwt_key is not None:
@@ -136,21 +133,15 @@ class HttpSection(_Strict):
     @property
     def loopback(self) -> bool:
         """True when only this machine can connect (127.0.0.0/8, ::1, localhost)."""
-        host = self.host
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False  # a name other than localhost, or "" / 0.0.0.0-like wildcards
+        return is_loopback(self.host)
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
+        return listen_host(self.listen)
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return listen_port(self.listen)
 
 
 def _set(secret: SecretStr | None) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Literal
 
@@ -17,6 +16,7 @@ from pydantic import (
 
 from gateway.core.durations import parse_duration
 from gateway.core.extras import need_jwt_library
+from gateway.core.listen import check_exposure, check_listen, is_loopback, listen_host, listen_port
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -123,20 +123,17 @@ class RelayConfig(_Strict):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("write HOST:PORT, e.g. 0.0.0.0:8443")
-        return value
+        return check_listen(value, example="0.0.0.0:8443")
 
     @model_validator(mode="after")
     def _exposure(self) -> RelayConfig:
-        if bool(self.tls_certificate) != bool(self.tls_key):
-            raise ValueError("tls_certificate and tls_key go together: set both or neither")
-        if not self.loopback and not self.tls_certificate and not self.allow_plain_http:
-            raise ValueError(
-                f"listen {self.listen} reaches beyond this machine: set tls_certificate and tls_key, "
-                "or allow_plain_http: true (behind a TLS-terminating proxy)"
-            )
+        check_exposure(
+            listen=self.listen,
+            tls_certificate=self.tls_certificate,
+            tls_key=self.tls_key,
+            allow_plain_http=self.allow_plain_http,
+            plain_hint="(behind a TLS-terminating proxy)",
+        )
         if self.servicemobility_jwt_key is not None:
             need_jwt_library(self.servicemobility_jwt_algorithms)
         if not self.secrets():
@@ -148,20 +145,15 @@ class RelayConfig(_Strict):
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
+        return listen_host(self.listen)
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return listen_port(self.listen)
 
     @property
     def loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.host)
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(
