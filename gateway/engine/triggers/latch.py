@@ -14,6 +14,23 @@ if TYPE_CHECKING:
     from gateway.engine.ruleview import CompiledView
 
 
+def check_hysteresis(
+    above: float | None, below: float | None, reset_above: float | None, reset_below: float | None
+) -> None:
+    """The re-arm thresholds of a condition trigger (signal, avg/min/max): each goes with its side and lies on
+    the re-arming side of it. ValueError, in the rule author's words, otherwise."""
+    if reset_below is not None:
+        if above is None:
+            raise ValueError("reset_below goes with above (re-arm once the value is back under it)")
+        if reset_below > above:
+            raise ValueError(f"reset_below ({reset_below:g}) must not be over above ({above:g})")
+    if reset_above is not None:
+        if below is None:
+            raise ValueError("reset_above goes with below (re-arm once the value is back over it)")
+        if reset_above < below:
+            raise ValueError(f"reset_above ({reset_above:g}) must not be under below ({below:g})")
+
+
 class Phase(enum.StrEnum):
     """The phases of a latched condition. The values are persisted (`phase` in the rule state) and shown on
     the status page: do not rename them."""

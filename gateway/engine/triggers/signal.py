@@ -24,7 +24,7 @@ from gateway.engine.triggers.base import (
     WhenModel,
     evidence_of,
 )
-from gateway.engine.triggers.latch import LatchedRuntime, Phase
+from gateway.engine.triggers.latch import LatchedRuntime, Phase, check_hysteresis
 
 if TYPE_CHECKING:
     from gateway.engine.ruleview import CompiledView
@@ -62,20 +62,7 @@ class SignalWhen(WhenModel):
                 "a signal trigger takes exactly one of above, below, equals, in or bit"
                 + (f" (got {', '.join(given)}; use expr: to combine conditions)" if given else "")
             )
-        if self.reset_below is not None:
-            if self.above is None:
-                raise ValueError("reset_below goes with above (re-arm once the value is back under it)")
-            if self.reset_below > self.above:
-                raise ValueError(
-                    f"reset_below ({self.reset_below:g}) must not be over above ({self.above:g})"
-                )
-        if self.reset_above is not None:
-            if self.below is None:
-                raise ValueError("reset_above goes with below (re-arm once the value is back over it)")
-            if self.reset_above < self.below:
-                raise ValueError(
-                    f"reset_above ({self.reset_above:g}) must not be under below ({self.below:g})"
-                )
+        check_hysteresis(self.above, self.below, self.reset_above, self.reset_below)
         return self
 
     @property

@@ -18,7 +18,7 @@ from gateway.core.firings import Evidence
 from gateway.core.samples import Sample
 from gateway.engine.schema import Duration, Number, SignalName, Strict
 from gateway.engine.triggers.base import GOOD, Firings, Host, evidence_of
-from gateway.engine.triggers.latch import LatchedRuntime, Phase
+from gateway.engine.triggers.latch import LatchedRuntime, Phase, check_hysteresis
 from gateway.engine.triggers.window import Segments
 
 if TYPE_CHECKING:
@@ -56,20 +56,7 @@ class WindowedCondition(Strict):
             raise ValueError(f"within and at_least go with count: (events in a window), not with {what}")
         if (self.above is None) == (self.below is None):
             raise ValueError(f"{what} takes exactly one of above or below")
-        if self.reset_below is not None:
-            if self.above is None:
-                raise ValueError("reset_below goes with above (re-arm once the value is back under it)")
-            if self.reset_below > self.above:
-                raise ValueError(
-                    f"reset_below ({self.reset_below:g}) must not be over above ({self.above:g})"
-                )
-        if self.reset_above is not None:
-            if self.below is None:
-                raise ValueError("reset_above goes with below (re-arm once the value is back over it)")
-            if self.reset_above < self.below:
-                raise ValueError(
-                    f"reset_above ({self.reset_above:g}) must not be under below ({self.below:g})"
-                )
+        check_hysteresis(self.above, self.below, self.reset_above, self.reset_below)
 
     @property
     def signals(self) -> tuple[str, ...]:
