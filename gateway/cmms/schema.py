@@ -13,7 +13,9 @@ PLAN_QUOTAS = {"starter": 100, "premium": 500, "ultimate": 50_000}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: pydantic builds a model's own validator when first used, not at import; most models are
+    # only ever validated inside Config / Rule, whose validators hold them (docs/performance.md, Memory).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class HttpClientOptions(_Strict):
