@@ -284,17 +284,20 @@ RUN_AND_LIST = textwrap.dedent(
                 time.sleep(0.1)
         time.sleep(1.0)
         print("LIBS " + json.dumps(sorted({m.split(".")[0] for m in sys.modules} & wanted)), flush=True)
+        print("OURS " + json.dumps(sorted(m for m in sys.modules if not_for_run(m))), flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, daemon=True).start()
+    from tests.test_cli_imports import not_for_run
     from gateway.cli import main
     main(["run", "-c", config])
     """
 )
 
 
-def run_imports(tmp: Path, sources: str, http_extra: str = "") -> list[str]:
-    """The optional libraries the real `mw-gateway run` has imported once up, for this configuration."""
+def run_imports(tmp: Path, sources: str, http_extra: str = "") -> tuple[list[str], list[str]]:
+    """The optional libraries the real `mw-gateway run` has imported once up, for this configuration, and the
+    modules of other commands it has imported (tests/test_cli_imports.py: none)."""
     port = _free_port()
     config = write_config(
         tmp,
@@ -315,10 +318,10 @@ def run_imports(tmp: Path, sources: str, http_extra: str = "") -> list[str]:
         timeout=120,
         env={**os.environ, "MW_API_KEY": "k" * 24},
     )
-    line = next((x for x in out.stdout.splitlines() if x.startswith("LIBS ")), None)
-    if line is None:
+    lines = {x[:4]: json.loads(x[5:]) for x in out.stdout.splitlines() if x.startswith(("LIBS ", "OURS "))}
+    if len(lines) != 2:
         raise RuntimeError(f"mw-gateway run did not come up: {out.stderr[-2000:]}")
-    return list(json.loads(line[5:]))
+    return list(lines["LIBS"]), list(lines["OURS"])
 
 
 def idle_median(command: Path | None) -> tuple[float, list[float]]:
@@ -385,6 +388,7 @@ def run() -> list[tuple[str, str, str]]:
             )
         # The real `mw-gateway run`, up and serving: which optional libraries each configuration loads.
         jwt_key = "  servicemobility_jwt_key: servicemobility-key-of-32-bytes-long\n"
+        others: set[str] = set()
         for label, src, extra in (
             ("1 Modbus source", modbus, ""),
             ("1 Modbus source + ServiceMobility JWT key", modbus, jwt_key),
@@ -392,7 +396,8 @@ def run() -> list[tuple[str, str, str]]:
             ("1 MQTT source", mqtt, ""),
             ("1 Sparkplug B source", sparkplug, ""),
         ):
-            libs = run_imports(Path(tmp), src, extra)
+            libs, ours = run_imports(Path(tmp), src, extra)
+            others.update(ours)
             rows.append(
                 (
                     f"memory: optional libraries loaded by run, {label}",
@@ -400,6 +405,13 @@ def run() -> list[tuple[str, str, str]]:
                     f"of {', '.join(OPTIONAL_LIBS)} (jwt: on the first token)",
                 )
             )
+        rows.append(
+            (
+                "memory: other commands' modules loaded by run",
+                ", ".join(sorted(others)) or "none",
+                "backtest, bulk, tools, simulators, fleet bus/relay (any of the 5 configurations above)",
+            )
+        )
     return rows
 
 
