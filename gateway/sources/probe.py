@@ -178,6 +178,8 @@ def _silence_reason(config: Any, signal: str, seconds: float) -> str:
         topic = spec if isinstance(spec, str) else getattr(spec, "topic", None)
         where = f" on topic {topic!r}" if topic else ""
         return f"no message{where} in {seconds:g}s"
+    if protocol == "opcua" and signal.endswith(".alarm.*"):
+        return f"no active or unacknowledged alarm reported (ConditionRefresh) in {seconds:g}s"
     if protocol == "opcua":
         return f"no value from the server in {seconds:g}s"
     return f"no answer in {seconds:g}s"
