@@ -111,6 +111,7 @@ class StatusSnapshot:
     store_error: str | None
     failed_tasks: Mapping[str, str] = field(default_factory=dict)  # task name -> its error (supervisor)
     fleet: Mapping[str, Any] | None = None  # gateway.fleet.member.FleetMember.status() when `fleet:` is set
+    refused: Mapping[str, int] = field(default_factory=dict)  # per signal: values refused by the engine
 
 
 class OutboxReader(Protocol):

@@ -26,7 +26,19 @@ from gateway.engine.triggers import Host, RuleRuntime, make_runtime
 
 log = logging.getLogger("gateway.engine")
 
-_Handler = Any  # bound method on_sample of a runtime
+
+class Route:
+    """Where the samples of one signal go: the runtimes of the enabled rules it drives (`one` when there is a
+    single one, the usual case: no loop), and how many samples reached them (`evaluations()`). One object per
+    signal, so the hot loop touches one small object per sample instead of a tuple, bound methods and a
+    separate counter (the engine's cost is mostly memory reads, see docs/performance.md)."""
+
+    __slots__ = ("one", "runtimes", "samples")
+
+    def __init__(self, runtimes: tuple[RuleRuntime, ...], samples: int) -> None:
+        self.runtimes = runtimes
+        self.one = runtimes[0] if len(runtimes) == 1 else None
+        self.samples = samples
 
 
 class Engine:
@@ -44,9 +56,9 @@ class Engine:
         self._dirty: set[str] = set()
         self._host = Host(gateway_id, self.last_values, self._dirty)
         self._runtimes: dict[str, RuleRuntime] = {}
-        self._index: dict[str, tuple[_Handler, ...]] = {}
+        self._index: dict[str, Route] = {}
+        self._retired: dict[str, int] = {}  # the counts of signals no enabled rule reads any more (a reload)
         self._timed: tuple[RuleRuntime, ...] = ()
-        self._samples_for_rules: dict[str, int] = {}  # per signal: samples that reached at least one rule
         self._ticks = 0
         self.door = Door()  # the values the engine refuses (admit.py)
         self.clock = ClockWatch()  # wall-clock steps, absorbed by every rule's timers (clockwatch.py)
@@ -79,17 +91,19 @@ class Engine:
                 if old is not None:
                     self._dirty.add(rule.id)
             runtimes[rule.id] = runtime
-        index: dict[str, list[_Handler]] = {}
+        index: dict[str, list[RuleRuntime]] = {}
         timed: list[RuleRuntime] = []
         for runtime in runtimes.values():
             if not runtime.c.rule.enabled:
                 continue
             for signal in runtime.c.trigger_signals:
-                index.setdefault(signal, []).append(runtime.on_sample)
+                index.setdefault(signal, []).append(runtime)
             if runtime.needs_tick:
                 timed.append(runtime)
         self._runtimes = runtimes
-        self._index = {signal: tuple(handlers) for signal, handlers in index.items()}
+        counted = self._counted()  # per signal: samples that reached a rule since start, kept over a reload
+        self._index = {signal: Route(tuple(rts), counted.pop(signal, 0)) for signal, rts in index.items()}
+        self._retired = counted
         self._timed = tuple(timed)
         self.ruleset = ruleset
 
@@ -117,8 +131,8 @@ class Engine:
         if self.clock.step(now, mono):
             self._shift(self.clock.last_shift)
         signal = sample.signal
-        handlers = self._index.get(signal)
-        if handlers is None:  # no rule reads it: kept as received (templates, status page)
+        route = self._index.get(signal)
+        if route is None:  # no rule reads it: kept as received (templates, status page)
             self.last_values[signal] = sample
             return []
         retained = sample.retained
@@ -127,12 +141,10 @@ class Engine:
         self.last_values[signal] = sample
         if retained:  # a last known value, not an observation: no trigger
             return []
-        self._samples_for_rules[signal] = self._samples_for_rules.get(signal, 0) + 1
-        if len(handlers) == 1:
-            return handlers[0](sample, now) or []
+        route.samples += 1
         out: list[Firing] = []
-        for handler in handlers:
-            fired = handler(sample, now)
+        for runtime in route.runtimes:
+            fired = runtime.on_sample(sample, now)
             if fired:
                 out.extend(fired)
         return out
@@ -143,8 +155,7 @@ class Engine:
         if self.clock.step(now, mono):
             self._shift(self.clock.last_shift)
         last_values = self.last_values
-        handlers_of = self._index.get
-        counts = self._samples_for_rules
+        route_of = self._index.get
         door = self.door
         door.now = now
         check = door.check
@@ -152,8 +163,8 @@ class Engine:
         out: list[Firing] = []
         for sample in samples:
             signal = sample.signal
-            handlers = handlers_of(signal)
-            if handlers is None:  # no rule reads it: kept as received (templates, status page)
+            route = route_of(signal)
+            if route is None:  # no rule reads it: kept as received (templates, status page)
                 last_values[signal] = sample
                 continue
             # The door (admit.py), inlined for numbers in range; anything else goes through Door.check.
@@ -167,9 +178,15 @@ class Engine:
             last_values[signal] = sample
             if sample.retained:  # a last known value, not an observation: no trigger
                 continue
-            counts[signal] = counts.get(signal, 0) + 1
-            for handler in handlers:
-                fired = handler(sample, now)
+            route.samples += 1
+            runtime = route.one
+            if runtime is not None:
+                fired = runtime.on_sample(sample, now)
+                if fired:
+                    out.extend(fired)
+                continue
+            for runtime in route.runtimes:
+                fired = runtime.on_sample(sample, now)
                 if fired:
                     out.extend(fired)
         return out
@@ -203,12 +220,16 @@ class Engine:
 
     def evaluations(self) -> dict[str, int]:
         """Per enabled rule: the samples of its signals and the ticks it was evaluated on since start."""
-        counts = self._samples_for_rules
+        counts = self._counted()
         return {
             rid: sum(counts.get(s, 0) for s in rt.c.trigger_signals) + (self._ticks if rt.needs_tick else 0)
             for rid, rt in self._runtimes.items()
             if rt.c.rule.enabled
         }
+
+    def _counted(self) -> dict[str, int]:
+        """Per signal: the samples that reached at least one rule since start."""
+        return {**self._retired, **{signal: route.samples for signal, route in self._index.items()}}
 
     def task_closed(self, rule_id: str, outcome: str, now: float) -> None:
         """A task from this rule was completed or canceled (per the CMMS webhooks): `rearm: on_completion`."""

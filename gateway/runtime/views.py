@@ -131,6 +131,7 @@ def snapshot(gw: Running) -> StatusSnapshot:
         store_error=gw.housekeeping.store_error,
         failed_tasks=dict(gw.supervisor.failed),
         fleet=_fleet_status(gw),
+        refused=engine.refused(),
     )
 
 

@@ -92,7 +92,11 @@ class OpcuaConnector:
         self._good: dict[str, tuple[Value, float]] = {}
 
     def signal_names(self) -> list[str]:
-        return list(self.signals)
+        """The configured signals, and with `alarms:` the glob of the alarms' signals (named as they come)."""
+        names = list(self.signals)
+        if self._alarms:
+            names.append(f"{self.name}.alarm.*")
+        return names
 
     # ------------------------------------------------------------ set-up
 

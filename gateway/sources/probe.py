@@ -24,7 +24,7 @@ import fnmatch
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -45,6 +45,7 @@ class Reading:
     raw: str = ""
     error: str = ""
     retained: bool = False  # an MQTT retained message: the last known value, not a fresh observation
+    optional: bool = False  # a glob that may rightly match nothing (no OPC UA alarm active): not a failure
 
     @property
     def good(self) -> bool:
@@ -178,6 +179,8 @@ def _silence_reason(config: Any, signal: str, seconds: float) -> str:
         topic = spec if isinstance(spec, str) else getattr(spec, "topic", None)
         where = f" on topic {topic!r}" if topic else ""
         return f"no message{where} in {seconds:g}s"
+    if protocol == "opcua" and signal.endswith(".alarm.*"):
+        return f"no active or unacknowledged alarm reported (ConditionRefresh) in {seconds:g}s"
     if protocol == "opcua":
         return f"no value from the server in {seconds:g}s"
     return f"no answer in {seconds:g}s"
@@ -243,7 +246,10 @@ async def probe_source(
     for pattern in patterns:
         matched = sorted(s for s in first if s not in exact and fnmatch.fnmatchcase(s, pattern))
         if not matched:
-            readings.append(_reading(pattern, None, raw, config, seconds))
+            silent = _reading(pattern, None, raw, config, seconds)
+            if pattern.endswith(".alarm.*"):
+                silent = replace(silent, optional=True)  # no alarm active: the usual state
+            readings.append(silent)
         readings.extend(_reading(s, first[s], raw, config, seconds) for s in matched)
     return readings
 

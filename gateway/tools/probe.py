@@ -79,6 +79,6 @@ def cmd_probe(
     readings = asyncio.run(probe_config(config, source=source, seconds=seconds))
     print(format_table(readings), file=out)
     good = sum(r.good for r in readings)
-    bad = len(readings) - good
+    bad = sum(1 for r in readings if not r.good and not r.optional)
     print(f"\n{len(readings)} signals: {good} good, {bad} not good", file=out)
     return 0 if bad == 0 else 1

@@ -13,6 +13,7 @@ Families (all prefixed `mw_gateway_`, plus prometheus-client's `process_*` on Li
     source_up{source}                            1 when the link is up
     source_last_sample_age_seconds{source}       age of the last good sample (NaN before the first)
     rule_evaluations_total{rule}                 samples and ticks the rule was evaluated on
+    engine_refused_values_total{signal}          values the engine refused (docs/rules.md), bad samples now
     rule_firings_total{rule,status}              firings, by what the store made of them (queued, suppressed,
                                                  shadow, awaiting_approval)
     outbox_rows{state}                           outbox depth: queued, retrying, delivered, dead, dropped,
@@ -56,6 +57,7 @@ FAMILIES = (
     "source_up",
     "source_last_sample_age_seconds",
     "rule_evaluations",
+    "engine_refused_values",
     "rule_firings",
     "outbox_rows",
     "outbox_awaiting_approval",
@@ -196,6 +198,14 @@ class _LiveCollector(Collector):
         for rule_id, count in sorted(snap.evaluations.items()):
             evaluations.add_metric([rule_id], count)
         yield evaluations
+        refused = CounterMetricFamily(
+            f"{PREFIX}_engine_refused_values",
+            "Values the engine refused (NaN, infinities, beyond 64 bits, odd types), taken as bad samples",
+            labels=["signal"],
+        )
+        for signal, count in sorted(snap.refused.items()):
+            refused.add_metric([signal], count)
+        yield refused
 
         outbox = GaugeMetricFamily(f"{PREFIX}_outbox_rows", "Outbox rows by state", labels=["state"])
         for state, count in sorted(self.metrics._outbox.items()):

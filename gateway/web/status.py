@@ -172,6 +172,7 @@ def status_document(
             "ts": s.ts,
             "age_s": round(now - s.ts, 3),
             "reason": s.reason,
+            "refused": snap.refused.get(name, 0),
         }
         for name, s in sorted(snap.signals.items())
     ]

@@ -40,3 +40,24 @@ def test_batch_and_one_by_one_fire_the_same(tmp_path: Path) -> None:
     assert len([f for f in got if f.rule_id == "lube"]) == 13 and any(f.rule_id == "hot" for f in got)
     assert batch.last_values == one.last_values
     assert batch.export_state() == one.export_state()
+    assert batch.evaluations() == one.evaluations() == {"hot": 200 + 200, "lube": 200}
+
+
+def test_evaluations_count_the_samples_of_each_rule_across_reloads(tmp_path: Path) -> None:
+    """Per rule: the samples of its signals (a retained one is no evaluation) plus the ticks when it has
+    timers; a reload keeps the counts, also of a rule disabled for a while and enabled again."""
+    (tmp_path / "r.yaml").write_text(RULES)
+    engine = Engine(load_rules(tmp_path), gateway_id="g")
+    engine.process_batch([Sample("m.temp", 60.0, 1.0), Sample("m.strokes", 5, 1.0)], 1.0)
+    engine.process(Sample("m.temp", 61.0, 2.0), 2.0)
+    engine.process(Sample("m.temp", 62.0, 3.0, retained=True), 3.0)
+    engine.tick(3.0)
+    assert engine.evaluations() == {"hot": 2 + 1, "lube": 1}
+    (tmp_path / "r.yaml").write_text(RULES.replace("- id: lube\n", "- id: lube\n  enabled: false\n"))
+    engine.reload(load_rules(tmp_path))
+    engine.process(Sample("m.strokes", 6, 4.0), 4.0)
+    assert engine.evaluations() == {"hot": 3}
+    (tmp_path / "r.yaml").write_text(RULES)
+    engine.reload(load_rules(tmp_path))
+    engine.process(Sample("m.strokes", 7, 5.0), 5.0)
+    assert engine.evaluations() == {"hot": 3, "lube": 2}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.samples import Sample
+from gateway.core.samples import Quality, Sample
 from gateway.engine import templates as tpl
 
 EXPRESSIONS = [
@@ -62,3 +62,23 @@ def test_fast_path_agrees_with_jinja(source: str, x: Any, y: Any, mode: Any) -> 
         assert bool(fast[1]) == bool(slow[1])
     else:
         assert fast[0] == slow[0] == "error"
+
+
+def test_the_compiled_function_is_unknown_while_a_signal_is_missing_or_bad() -> None:
+    fast = tpl.compile_expr("a.x > 1 and a.y < 5", None).fast
+    assert fast is not None
+    x, y = Sample("a.x", 3, 0.0), Sample("a.y", 2, 0.0)
+    assert fast({"a.x": x, "a.y": y}) is True
+    assert fast({"a.x": x}) is None
+    assert fast({"a.x": x, "a.y": Sample("a.y", None, 0.0, Quality.BAD)}) is None
+    assert fast({"a.x": Sample("a.x", 0, 0.0), "a.y": y}) is False
+
+
+def test_names_and_constants_never_become_code() -> None:
+    """Signal names reach the generated source only as string literals, constants only by reference: a name
+    with quotes and brackets, and constants Python has no literal for (inf), evaluate as themselves."""
+    name = "a.we'ird\"]) or __import__('os')"
+    fast = tpl.compile_expr(f"signals[{name!r}] == 'x' and 1e999 > 2 and (1,) == (1,)", None).fast
+    assert fast is not None
+    assert fast({name: Sample(name, "x", 0.0)}) is True
+    assert fast({name: Sample(name, "y", 0.0)}) is False

@@ -165,3 +165,51 @@ def test_without_mono_a_long_gap_is_real_time(tmp_path: Path) -> None:
     eng = Engine(ruleset(tmp_path, HOURS), gateway_id="gw")
     eng.process(good("pump.running", True, T0), T0)
     assert [f.key for f in eng.tick(T0 + 7200)] == ["run:2h"]
+
+
+WINDOWED = """
+- id: vib
+  when: {signal: pump7.vibration, avg: 5m, above: 100}
+  task: {description: "avg"}
+- id: jams
+  when: {count: press1.jam, within: 10m, at_least: 3}
+  task: {description: "{{ value }} jams"}
+"""
+
+
+def test_a_forward_step_keeps_the_windows_of_real_time(tmp_path: Path) -> None:
+    """Before: a +1 h step emptied the windows (three jams within 4 real minutes made no count of 3) and
+    stretched the value holding at the step over the whole window (avg 9 instead of 4.5)."""
+    eng = Engine(ruleset(tmp_path, WINDOWED), gateway_id="gw")
+    fired: list[str] = []
+    for s, vib, jam in ((0, 3, False), (60, 3, True), (120, 3, False), (180, 9, True)):
+        fired += [
+            f.rule_id
+            for f in eng.process_batch(
+                [good("pump7.vibration", vib, T0 + s), good("press1.jam", jam, T0 + s)], T0 + s, 1000.0 + s
+            )
+        ]
+    stepped = T0 + 3600 + 240  # NTP: the wall clock jumps 1 h ahead; 60 s of real time since the last call
+    fired += [f.rule_id for f in eng.process_batch([good("press1.jam", False, stepped)], stepped, 1240.0)]
+    fired += [
+        f.rule_id for f in eng.process_batch([good("press1.jam", True, stepped + 10)], stepped + 10, 1250.0)
+    ]
+    assert fired == ["jams"]  # edges at 60 s, 180 s and 250 s of real time: 3 within 10 minutes
+    status = {r["id"]: r for r in eng.rule_status(stepped + 10)}
+    # [0, 180 s) 3, then 9 for the 70 s since: (3 * 180 + 9 * 70) / 250 covered
+    assert status["vib"]["value"] == pytest.approx((3 * 180 + 9 * 70) / 250)
+    assert status["jams"]["events"] == 3
+
+
+def test_a_backward_step_keeps_the_windows_of_real_time(tmp_path: Path) -> None:
+    """Before: after a step back of 1 h every `now` was taken as the last one seen for an hour, so nothing
+    left the window: two jams 11 real minutes old still counted, and a third fired the rule."""
+    eng = Engine(ruleset(tmp_path, WINDOWED), gateway_id="gw")
+    fired: list[str] = []
+    for s, jam in ((0, False), (60, True), (120, False), (180, True), (190, False)):
+        fired += [f.rule_id for f in eng.process(good("press1.jam", jam, T0 + s), T0 + s)]
+    back = T0 + 190 - 3600 + 10  # an operator sets the clock back by 1 h; 10 s of real time later
+    fired += [f.rule_id for f in eng.process(good("press1.jam", False, back), back)]
+    fired += [f.rule_id for f in eng.process(good("press1.jam", True, back + 650), back + 650)]
+    assert fired == []  # real time 850 s: the jams at 60 s and 180 s are out of the 10 minutes
+    assert {r["id"]: r for r in eng.rule_status(back + 650)}["jams"]["events"] == 1

@@ -156,10 +156,16 @@ def test_a_non_numeric_value_is_a_hole_and_booleans_are_0_or_1(tmp_path: Path) -
 
 
 def test_a_clock_stepping_back_does_not_rewrite_the_window(tmp_path: Path) -> None:
+    """A step back of 200 s (detected: more than 2 s back) moves the history with it: the window still
+    covers the last 5 minutes of real time, none of it overwritten; a jitter back of 1 s stands still."""
     eng = engine(tmp_path, AVG)
-    feed(eng, "pump7.vibration", [3, 3, 3, 3, 3, 3])
+    feed(eng, "pump7.vibration", [3, 3, 3, 3, 3, 3])  # 3 from T0 to T0 + 300
     assert eng.process(good("pump7.vibration", 9, T0 + 100), T0 + 100) == []
-    assert _state(eng, "vib", T0 + 300)["value"] == pytest.approx(3.0)
+    assert _state(eng, "vib", T0 + 100)["value"] == pytest.approx(3.0)
+    assert _state(eng, "vib", T0 + 160)["value"] == pytest.approx((3 * 240 + 9 * 60) / 300)
+    eng.process(good("pump7.vibration", 3, T0 + 159), T0 + 159)  # 1 s back: no step, taken as T0 + 160
+    assert _state(eng, "vib", T0 + 160)["value"] == pytest.approx((3 * 240 + 9 * 60) / 300)
+    assert _state(eng, "vib", T0 + 190)["value"] == pytest.approx((3 * 210 + 9 * 60 + 3 * 30) / 300)
 
 
 # ---------------------------------------------------------------- change

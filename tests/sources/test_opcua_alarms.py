@@ -141,3 +141,22 @@ async def test_after_a_server_restart_condition_refresh_reports_what_changed_and
         "A tripped (severity 800)",
         "A tripped again (severity 800)",
     ]
+
+
+async def test_probe_lists_the_alarms_the_server_reports(tmp_path: Path) -> None:
+    """Before: `mw-gateway probe` listed only the data signals of a source with `alarms:`."""
+    from gateway.sources.probe import probe_source
+
+    async with alarm_server() as plc:
+        config = OpcuaSource.model_validate(
+            {"protocol": "opcua", "url": plc.url, **FAST, "alarms": {"source": "i=2253"}}
+        )
+        quiet = await probe_source("oven", config, seconds=1.0, state_dir=tmp_path)
+        assert [(r.signal, r.quality) for r in quiet] == [("oven.alarm.*", "none")]
+        assert "no active or unacknowledged alarm" in quiet[0].error and quiet[0].optional
+        high = await plc.alarm("Oven1", "HighTemp")
+        await high.raise_("Oven 1 over 250 C", severity=800)
+        readings = {r.signal: r for r in await probe_source("oven", config, seconds=2.0, state_dir=tmp_path)}
+    assert readings["oven.alarm.HighTemp.active"].value is True
+    assert readings["oven.alarm.HighTemp.severity"].value == 800
+    assert readings["oven.alarm.HighTemp.message"].value == "Oven 1 over 250 C"

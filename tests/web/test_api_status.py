@@ -90,6 +90,7 @@ async def test_api_status_is_the_snapshot_as_json():
             "ts": NOW - 2,
             "age_s": 2.0,
             "reason": "",
+            "refused": 0,
         }
     ]
     assert body["rules"] == [
@@ -117,3 +118,18 @@ async def test_the_status_page_renders_the_same_snapshot():
     assert response.status_code == 200
     assert "<title>mw-gateway gw-fake</title>" in response.text
     assert "Lubricate press 1 at 1000 strokes" in response.text
+
+
+async def test_each_signal_shows_how_many_of_its_values_the_engine_refused():
+    from gateway.core.samples import Quality, Sample
+
+    temp = Sample("press1.temp", None, NOW - 1, Quality.BAD, "value refused: NaN")
+    f = fake(
+        signals={"press1.temp": temp, "press1.strokes": Sample("press1.strokes", 3, NOW - 1)},
+        refused={"press1.temp": 4},
+    )
+    async with f.client() as client:
+        signals = (await client.get("/api/status")).json()["signals"]
+    by_name = {s["signal"]: s for s in signals}
+    assert by_name["press1.temp"]["refused"] == 4 and by_name["press1.temp"]["reason"] == "value refused: NaN"
+    assert by_name["press1.strokes"]["refused"] == 0

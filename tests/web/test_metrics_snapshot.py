@@ -27,6 +27,7 @@ async def test_every_family_is_there_and_reads_the_snapshot():
     f = fake(
         sources=(source("press1"), source("pump7", LinkState.DOWN, last_sample_ts=None)),
         dispatcher=dispatcher(state="paused", quota_used=7, quota_limit=None),
+        refused={"press1.temp": 3},
     )
     async with f.client() as client:
         response = await client.get("/metrics")
@@ -41,6 +42,7 @@ async def test_every_family_is_there_and_reads_the_snapshot():
     assert math.isnan(got[(f"{PREFIX}_source_last_sample_age_seconds", (("source", "pump7"),))])
     assert got[(f"{PREFIX}_source_samples_total", (("source", "press1"),))] == 120
     assert got[(f"{PREFIX}_rule_evaluations_total", (("rule", "press1-lubrication"),))] == 120
+    assert got[(f"{PREFIX}_engine_refused_values_total", (("signal", "press1.temp"),))] == 3
     assert got[(f"{PREFIX}_outbox_rows", (("state", "delivered"),))] == 1
     assert got[(f"{PREFIX}_dispatcher_paused", ())] == 1.0
     assert got[(f"{PREFIX}_quota_used", ())] == 7

@@ -153,6 +153,12 @@ class CountRuntime(RuleRuntime):
             self.host.dirty.add(self.id)
         return None
 
+    def shift(self, delta: float) -> None:
+        super().shift(delta)
+        self.edges.shift(delta)
+        if self.evaluated is not None:
+            self.evaluated += delta
+
     def template_extra(self) -> dict[str, Any] | None:
         return {"window": seconds(self.win)}
 

@@ -16,7 +16,7 @@ from gateway.engine import templates as tpl
 from gateway.engine.schema import Duration
 from gateway.engine.triggers.base import Firings, Host, TriggerKind, WhenModel
 from gateway.engine.triggers.expression import evaluate_expr, expr_evidence
-from gateway.engine.triggers.latch import LatchedRuntime
+from gateway.engine.triggers.latch import LatchedRuntime, Phase
 
 if TYPE_CHECKING:
     from gateway.engine.ruleview import CompiledView
@@ -50,6 +50,8 @@ class ExprRuntime(LatchedRuntime):
 
     def on_sample(self, sample: Sample, now: float) -> Firings:
         cond = evaluate_expr(self.c, self.host.values, self.ctx)
+        if not cond and self.phase is _IDLE:
+            return None  # armed and false or unknown: what step() does, without the call
         return self.step(cond, cond is False, now)
 
     def evidence(self) -> tuple[Evidence, ...]:
@@ -58,5 +60,7 @@ class ExprRuntime(LatchedRuntime):
     def value(self) -> Any:
         return True
 
+
+_IDLE = Phase.IDLE
 
 KIND = TriggerKind(when=ExprWhen, runtime=ExprRuntime)

@@ -22,15 +22,16 @@ def evaluate_expr(
     c: CompiledView, values: Mapping[str, Sample], ctx: Mapping[str, Any] | None
 ) -> bool | None:
     """True/False, or None (unknown) when a referenced signal is missing or bad, or evaluation fails."""
-    assert c.expr is not None and ctx is not None
-    for name in c.expr.refs.signals:
-        sample = values.get(name)
-        if sample is None or sample.quality is not GOOD:
-            return None
+    expr = c.expr
+    assert expr is not None and ctx is not None
     try:
-        if c.expr.fast is not None:
-            return bool(c.expr.fast(values))
-        return bool(c.expr.evaluate(ctx))
+        if expr.fast is not None:
+            return expr.fast(values)  # checks the signals itself (pyexpr.py)
+        for name in expr.refs.signals:
+            sample = values.get(name)
+            if sample is None or sample.quality is not GOOD:
+                return None
+        return bool(expr.evaluate(ctx))
     except Exception as exc:  # a sandboxed expression may raise anything on odd values: unknown, not a crash
         log.debug("rule %s: expression failed: %s", c.rule.id, exc)
         return None

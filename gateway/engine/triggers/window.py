@@ -281,6 +281,16 @@ class Segments:
     def __len__(self) -> int:
         return len(self.cells)
 
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped by `delta` (engine/clockwatch.py): the history moves with it, so the window
+        keeps covering the last W of real time (sample times, evidence only, stay as they are)."""
+        for cell in self.cells:  # the min / max deques hold the same cells
+            cell[START] += delta
+            cell[END] += delta
+        if self.open_start is not None:
+            self.open_start += delta
+        self.seen += delta  # -inf stays -inf
+
     # ------------------------------------------------------------ persistence
 
     def export(self) -> dict[str, Any]:
@@ -375,6 +385,13 @@ class Edges:
 
     def oldest(self) -> float | None:
         return self.entries[0][0] if self.entries else None
+
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped by `delta`: the edges move with it (see Segments.shift)."""
+        for entry in self.entries:
+            entry[0] += delta
+        if self.seen is not None:
+            self.seen += delta
 
     def __len__(self) -> int:
         return len(self.entries)

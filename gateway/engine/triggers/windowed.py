@@ -233,6 +233,12 @@ class WindowedRuntime(LatchedRuntime):
         assert isinstance(when, WindowedCondition)
         return when.threshold
 
+    def shift(self, delta: float) -> None:
+        super().shift(delta)
+        self.seg.shift(delta)
+        if self.evaluated is not None:
+            self.evaluated += delta
+
     def export(self) -> dict[str, Any]:
         return {**super().export(), "window": self.seg.export()}
 
