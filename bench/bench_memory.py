@@ -3,13 +3,25 @@ the engine and store after one hour of simulated load (no growth); and which pro
 for which configuration (only those a configured source needs).
 
 RSS is read from /proc/<pid>/status (VmRSS) once the gateway is up and has read every signal.
+
+The RSS rows measure what users run: `mw-gateway run` from a production install of this working tree,
+bench/.prod-venv (ignored by git): `pip install .` with the runtime dependencies only (no extras; pip
+compiles the bytecode, as systemd/install.sh's install does), built once and our package reinstalled into
+it (`--no-deps`) at every bench run, so edits are measured; with the environment of systemd's unit
+(PYTHONDONTWRITEBYTECODE=1, no SSL_CERT_FILE / SSL_CERT_DIR / PYTHONPATH). The idle figure is also given
+for the development venv (.venv: editable install with the test and dev extras, whose rich and pygments
+httpx's CLI module imports when installed), without PYTHONDONTWRITEBYTECODE so that our modules are read
+from cached bytecode rather than compiled at every start, for comparison.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +36,12 @@ from gateway.sim.plc import run_modbus_press
 from tests.conftest import _free_port
 from tests.e2e.helpers import REPO, GatewayProcess, wait_for, write_config
 
+HERE = Path(__file__).resolve().parent
+PROD_VENV = HERE / ".prod-venv"
 API_KEY = "bench-memory-key-0123456789"
+RUNS = 3  # idle RSS: the median of this many starts
+# Not in the service's environment: CA locations (the gateway would verify with them), a path to sources.
+NOT_IN_A_SERVICE = ("SSL_CERT_FILE", "SSL_CERT_DIR", "PYTHONPATH")
 PROTOCOL_LIBS = ("pymodbus", "asyncua", "aiomqtt", "paho")
 
 
@@ -56,7 +73,67 @@ BIG_RULES = "".join(
 )
 
 
-async def gateway_rss(big: bool) -> tuple[float, int]:
+def _runtime_dependencies() -> str:
+    text = (REPO / "pyproject.toml").read_text()
+    start = text.index("dependencies = [")
+    return text[start : text.index("]", start)]
+
+
+def ensure_prod_venv() -> Path:
+    """bench/.prod-venv with this working tree installed as users install it; returns its `mw-gateway`.
+
+    The first time (or when pyproject's runtime dependencies change): `pip install .` with its dependencies.
+    Every time: our package alone reinstalled (`--no-deps --force-reinstall`), from a clean copy of the tree
+    (pyproject.toml, README.md, gateway/) so no stale build/ output of a deleted module is packaged."""
+    python = PROD_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PROD_VENV)], check=True, capture_output=True)
+    stamp = PROD_VENV / ".runtime-dependencies"
+    wanted = hashlib.sha256(_runtime_dependencies().encode()).hexdigest()
+    have = stamp.read_text() if stamp.exists() else ""
+    with tempfile.TemporaryDirectory(prefix="bench-mem-src-") as tmp:
+        src = Path(tmp) / "mw-gateway"
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(REPO / name, src / name)
+        shutil.copytree(REPO / "gateway", src / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
+        if have == wanted:
+            args = ["install", "-q", "--force-reinstall", "--no-deps", str(src)]
+        else:
+            args = ["install", "-q", str(src)]
+        r = subprocess.run([str(python), "-m", "pip", *args], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"pip {' '.join(args)} failed in {PROD_VENV}: {r.stderr[-2000:]}")
+    stamp.write_text(wanted)
+    return PROD_VENV / "bin" / "mw-gateway"
+
+
+class InstalledGateway(GatewayProcess):
+    """`mw-gateway run -c FILE` from an installed venv (`command`), or `python -m gateway.cli` of this
+    checkout (the development venv) when `command` is None; in both cases with a service's environment."""
+
+    def __init__(self, config: Path, *, command: Path | None, http_port: int) -> None:
+        super().__init__(config, env={"MW_API_KEY": API_KEY}, http_port=http_port)
+        for name in (*NOT_IN_A_SERVICE, "PYTHONDONTWRITEBYTECODE"):
+            self.env.pop(name, None)
+        if command is not None:
+            self.env["PYTHONDONTWRITEBYTECODE"] = "1"  # as systemd/mw-gateway.service sets it
+        self.command = command
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "gateway.cli"] if self.command is None else [str(self.command)]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [*argv, "run", "-c", str(self.config)],
+            cwd=self.config.parent,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def gateway_rss(big: bool, command: Path | None = None) -> tuple[float, int]:
+    """RSS (MiB) of `mw-gateway run` once every signal was read twice, and the samples read by then."""
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
         http_port = _free_port()
         async with (
@@ -77,7 +154,7 @@ async def gateway_rss(big: bool) -> tuple[float, int]:
                 config.write_text(
                     text[: text.index("sources:\n") + len("sources:\n")] + big_sources(plc.port)
                 )
-            gw = GatewayProcess(config, env={"MW_API_KEY": API_KEY}, http_port=http_port)
+            gw = InstalledGateway(config, command=command, http_port=http_port)
             gw.start()
             try:
                 await gw.wait_healthy_http(timeout_s=60)
@@ -207,17 +284,20 @@ RUN_AND_LIST = textwrap.dedent(
                 time.sleep(0.1)
         time.sleep(1.0)
         print("LIBS " + json.dumps(sorted({m.split(".")[0] for m in sys.modules} & wanted)), flush=True)
+        print("OURS " + json.dumps(sorted(m for m in sys.modules if not_for_run(m))), flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, daemon=True).start()
+    from tests.test_cli_imports import not_for_run
     from gateway.cli import main
     main(["run", "-c", config])
     """
 )
 
 
-def run_imports(tmp: Path, sources: str, http_extra: str = "") -> list[str]:
-    """The optional libraries the real `mw-gateway run` has imported once up, for this configuration."""
+def run_imports(tmp: Path, sources: str, http_extra: str = "") -> tuple[list[str], list[str]]:
+    """The optional libraries the real `mw-gateway run` has imported once up, for this configuration, and the
+    modules of other commands it has imported (tests/test_cli_imports.py: none)."""
     port = _free_port()
     config = write_config(
         tmp,
@@ -238,23 +318,41 @@ def run_imports(tmp: Path, sources: str, http_extra: str = "") -> list[str]:
         timeout=120,
         env={**os.environ, "MW_API_KEY": "k" * 24},
     )
-    line = next((x for x in out.stdout.splitlines() if x.startswith("LIBS ")), None)
-    if line is None:
+    lines = {x[:4]: json.loads(x[5:]) for x in out.stdout.splitlines() if x.startswith(("LIBS ", "OURS "))}
+    if len(lines) != 2:
         raise RuntimeError(f"mw-gateway run did not come up: {out.stderr[-2000:]}")
-    return list(json.loads(line[5:]))
+    return list(lines["LIBS"]), list(lines["OURS"])
+
+
+def idle_median(command: Path | None) -> tuple[float, list[float]]:
+    runs = [asyncio.run(gateway_rss(big=False, command=command))[0] for _ in range(RUNS)]
+    return statistics.median(runs), runs
 
 
 def run() -> list[tuple[str, str, str]]:
-    idle, _ = asyncio.run(gateway_rss(big=False))
-    big, n = asyncio.run(gateway_rss(big=True))
+    prod = ensure_prod_venv()
+    idle, idle_runs = idle_median(prod)
+    dev_idle, dev_runs = idle_median(None)
+    big, n = asyncio.run(gateway_rss(big=True, command=prod))
     load = subprocess.run([sys.executable, "-c", LOAD], cwd=REPO, capture_output=True, text=True, check=True)
     after = json.loads(load.stdout)
+    runs = " / ".join(f"{x:.1f}" for x in idle_runs)
     rows = [
-        ("memory: RSS idle (1 Modbus source, 2 signals)", f"{idle:.1f} MiB", "mw-gateway run, VmRSS"),
+        (
+            "memory: RSS idle (1 Modbus source, 2 signals)",
+            f"{idle:.1f} MiB",
+            f"mw-gateway run, production install (bench/.prod-venv), VmRSS; median of {runs}",
+        ),
+        (
+            "memory: RSS idle, development venv",
+            f"{dev_idle:.1f} MiB",
+            "the same from .venv (editable, test+dev extras); median of "
+            + " / ".join(f"{x:.1f}" for x in dev_runs),
+        ),
         (
             "memory: RSS with 10,000 signals and 1,000 rules",
             f"{big:.1f} MiB",
-            f"3 Modbus sources, poll 1 s; {n:,} samples",
+            f"production install; 3 Modbus sources, poll 1 s; {n:,} samples",
         ),
         (
             "memory: engine+store RSS at 10 / 60 simulated min",
@@ -290,6 +388,7 @@ def run() -> list[tuple[str, str, str]]:
             )
         # The real `mw-gateway run`, up and serving: which optional libraries each configuration loads.
         jwt_key = "  servicemobility_jwt_key: servicemobility-key-of-32-bytes-long\n"
+        others: set[str] = set()
         for label, src, extra in (
             ("1 Modbus source", modbus, ""),
             ("1 Modbus source + ServiceMobility JWT key", modbus, jwt_key),
@@ -297,7 +396,8 @@ def run() -> list[tuple[str, str, str]]:
             ("1 MQTT source", mqtt, ""),
             ("1 Sparkplug B source", sparkplug, ""),
         ):
-            libs = run_imports(Path(tmp), src, extra)
+            libs, ours = run_imports(Path(tmp), src, extra)
+            others.update(ours)
             rows.append(
                 (
                     f"memory: optional libraries loaded by run, {label}",
@@ -305,6 +405,13 @@ def run() -> list[tuple[str, str, str]]:
                     f"of {', '.join(OPTIONAL_LIBS)} (jwt: on the first token)",
                 )
             )
+        rows.append(
+            (
+                "memory: other commands' modules loaded by run",
+                ", ".join(sorted(others)) or "none",
+                "backtest, bulk, tools, simulators, fleet bus/relay (any of the 5 configurations above)",
+            )
+        )
     return rows
 
 

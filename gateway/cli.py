@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
+from gateway.cmms.schema import PLAN_QUOTAS
 from gateway.config import CONFIG_ENV_VAR, Config, load_config, resolve_config_path
 from gateway.core.errors import ConfigError, Problem, ProblemsError
 
@@ -45,8 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "backtest", help="run rule files over historical data: how often would they have fired?"
     )
-    from gateway.backtest import add_arguments as _backtest_arguments
-
     _backtest_arguments(p)
     p = sub.add_parser("demo", help="simulated machines + a local Mobility Work simulator + the gateway")
     p.add_argument("--seconds", type=float, default=None, help="stop after N seconds (default: until Ctrl-C)")
@@ -263,18 +262,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def _bulk_epilog() -> str:
-    from gateway.bulk import describe_operations
+def _backtest_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="rule files or folders of rule files")
+    p.add_argument(
+        "--data", nargs="+", required=True, metavar="FILE", help="CSV (long or wide) or Parquet files"
+    )
+    p.add_argument("--from", dest="start", metavar="DATE", help="ignore rows before (YYYY-MM-DD or ISO 8601)")
+    p.add_argument("--to", dest="end", metavar="DATE", help="ignore rows after (YYYY-MM-DD or ISO 8601)")
+    quota = p.add_mutually_exclusive_group()
+    quota.add_argument("--plan", choices=sorted(PLAN_QUOTAS), help="monthly task quota of this plan")
+    quota.add_argument("--quota", type=int, metavar="N", help="monthly task quota")
+    p.add_argument(
+        "--assume-open",
+        metavar="DURATION",
+        help="how long a task stays open (while_open: suppress); default: the task's duration",
+    )
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument(
+        "--tick",
+        metavar="DURATION",
+        help="also tick every DURATION between the data's times (--tick 1s: as `run`); default: a tick at "
+        "every time of the data, as `mw-gateway test` at every step",
+    )
+    p.add_argument("--timezone", default="UTC", help="months are counted in this timezone (default UTC)")
+    p.add_argument(
+        "--reader",
+        choices=["auto", "arrow", "csv"],
+        default="auto",
+        help="auto: pyarrow when installed, else the csv module",
+    )
 
+
+# The columns of each `bulk` operation, for its --help: written out so that building the parser (every
+# command, `run` included) does not import gateway.bulk and the Mobility Work bulk client.
+# tests/test_cli_imports.py checks them against gateway.bulk.describe_operations().
+BULK_COLUMNS: dict[str, list[str]] = {
+    name: columns.split()
+    for name, columns in {
+        "create-spare-parts": "external_reference name unit_price location quantity description minimum_stock"
+        " maximum_stock gtin cost_center",
+        "update-stock": "article quantity",
+        "update-spare-parts": "id name description external_reference unit_price minimum_stock maximum_stock"
+        " replenishment_lot gtin cost_center custom_fields tags",
+        "create-equipment": "name description gtin cost_center item_code private tags custom_fields",
+        "update-equipment": "id name description gtin cost_center item_code tags custom_fields",
+        "create-locations": "name",
+        "relocate-spare-parts": "article to from",
+    }.items()
+}
+
+
+def _bulk_epilog() -> str:
     lines = ["columns of each operation (CSV header or JSON keys):"]
-    lines += [f"  {name}: {', '.join(cols)}" for name, cols in describe_operations().items()]
+    lines += [f"  {name}: {', '.join(cols)}" for name, cols in BULK_COLUMNS.items()]
     return "\n".join(lines)
 
 
 def _bulk_operations() -> list[str]:
-    from gateway.bulk import OPERATIONS
-
-    return list(OPERATIONS)
+    return list(BULK_COLUMNS)
 
 
 def _config_or_exit(path: Path) -> Config:

@@ -39,7 +39,9 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: pydantic builds a model's own validator when first used, not at import; most models are
+    # only ever validated inside Config / Rule, whose validators hold them (docs/performance.md, Memory).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _duration(value: object) -> float:

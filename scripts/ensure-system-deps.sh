@@ -11,6 +11,7 @@ fi
 command -v node >/dev/null 2>&1 || need+=(nodejs)  # the interop tests' independent implementations (npm)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # tests/cmms/test_trust.py: `openssl rehash` of a CA folder
 # the interop tests' libmodbus server (tests/interop/modbus_server.c), compiled by the tests
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)

@@ -1,7 +1,8 @@
 """`mw-gateway backtest PATH... --data FILE...`: how often would these rules have fired on this history?
 
 data.py reads the files (CSV long or wide, Parquet), run.py drives the real engine over them, this module
-parses the options and prints the report (table, json, csv). See docs/backtest.md.
+checks the options (declared in gateway/cli.py with every command's, so that building the parser does not
+import this package) and prints the report (table, json, csv). See docs/backtest.md.
 """
 
 from __future__ import annotations
@@ -18,37 +19,6 @@ from gateway.backtest.run import PLAN_QUOTAS, Result, iso, run_backtest
 from gateway.core.durations import parse_duration
 from gateway.core.errors import RuleError
 from gateway.engine.loader import load_rules
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="rule files or folders of rule files")
-    p.add_argument(
-        "--data", nargs="+", required=True, metavar="FILE", help="CSV (long or wide) or Parquet files"
-    )
-    p.add_argument("--from", dest="start", metavar="DATE", help="ignore rows before (YYYY-MM-DD or ISO 8601)")
-    p.add_argument("--to", dest="end", metavar="DATE", help="ignore rows after (YYYY-MM-DD or ISO 8601)")
-    quota = p.add_mutually_exclusive_group()
-    quota.add_argument("--plan", choices=sorted(PLAN_QUOTAS), help="monthly task quota of this plan")
-    quota.add_argument("--quota", type=int, metavar="N", help="monthly task quota")
-    p.add_argument(
-        "--assume-open",
-        metavar="DURATION",
-        help="how long a task stays open (while_open: suppress); default: the task's duration",
-    )
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    p.add_argument(
-        "--tick",
-        metavar="DURATION",
-        help="also tick every DURATION between the data's times (--tick 1s: as `run`); default: a tick at "
-        "every time of the data, as `mw-gateway test` at every step",
-    )
-    p.add_argument("--timezone", default="UTC", help="months are counted in this timezone (default UTC)")
-    p.add_argument(
-        "--reader",
-        choices=["auto", "arrow", "csv"],
-        default="auto",
-        help="auto: pyarrow when installed, else the csv module",
-    )
 
 
 def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:

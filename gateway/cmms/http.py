@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import json
-import ssl
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +25,10 @@ import httpx
 
 from gateway import __version__
 from gateway.cmms.schema import HttpClientOptions
+from gateway.cmms.trust import trust_for
 from gateway.core.delivery import Delivery, Outcome
+
+log = logging.getLogger(__name__)
 
 PRODUCT = f"mw-gateway/{__version__}"
 MAX_ERROR_BODY_CHARS = 20_000
@@ -46,21 +49,22 @@ def make_client(
     transport: httpx.AsyncBaseTransport | None = None,
     max_connections: int = 16,
 ) -> httpx.AsyncClient:
-    """One AsyncClient per backend: keep-alive pool, short connect timeout, long read timeout."""
+    """One AsyncClient per backend: keep-alive pool, short connect timeout, long read timeout; TLS
+    certificates verified as `trust.py` says (logged once here for an https URL)."""
     timeout = httpx.Timeout(
         connect=options.connect_timeout,
         read=options.read_timeout,
         write=options.read_timeout,
         pool=options.read_timeout,
     )
-    verify: ssl.SSLContext | bool = options.verify_tls
-    if options.ca:
-        verify = ssl.create_default_context(cafile=options.ca)
+    trust = trust_for(options)
+    if base_url.startswith("https:"):
+        log.info("%s: TLS certificates verified with %s", base_url, trust.description)
     return httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
         headers=dict(headers or {}),
         timeout=timeout,
-        verify=verify,
+        verify=trust.verify,
         transport=transport,
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         follow_redirects=False,

@@ -13,13 +13,18 @@ PLAN_QUOTAS = {"starter": 100, "premium": 500, "ultimate": 50_000}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: pydantic builds a model's own validator when first used, not at import; most models are
+    # only ever validated inside Config / Rule, whose validators hold them (docs/performance.md, Memory).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class HttpClientOptions(_Strict):
     """How the gateway talks to a CMMS over HTTP. Short connect timeout, long read timeout: a POST that
     reached the server should get its answer, which keeps the "committed but the response was lost" window
-    small."""
+    small. TLS: `ca` (a PEM file) is the only CA trusted when given; otherwise, with `verify_tls` (default
+    true), the operating system's trust store (Debian's ca-certificates, where a plant proxy's CA is added
+    with update-ca-certificates; SSL_CERT_FILE / SSL_CERT_DIR steer it), certifi's bundle only when the
+    system has none; `verify_tls: false` verifies nothing."""
 
     connect_timeout: float = 5.0
     read_timeout: float = 60.0

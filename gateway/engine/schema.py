@@ -35,4 +35,6 @@ RefId = Annotated[str, Field(strict=True, min_length=1)] | Annotated[int, Field(
 class Strict(BaseModel):
     """Every model of a rule file: unknown keys are errors, instances are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    # defer_build: pydantic builds a model's own validator when first used, not at import; most models are
+    # only ever validated inside Config / Rule, whose validators hold them (docs/performance.md, Memory).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, defer_build=True)

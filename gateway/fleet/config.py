@@ -22,7 +22,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: pydantic builds a model's own validator when first used, not at import; most models are
+    # only ever validated inside Config / Rule, whose validators hold them (docs/performance.md, Memory).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _duration(value: object) -> float:
