@@ -28,10 +28,11 @@ from typing import Any
 
 import aiomqtt
 
+from bench.bench_memory import InstalledGateway, ensure_prod_venv
 from gateway.sim.mobility_work import run_mobility_work_sim
 from gateway.sim.plc import ModbusPlc, run_modbus_press
 from tests.conftest import _free_port
-from tests.e2e.helpers import GatewayProcess, write_config
+from tests.e2e.helpers import write_config
 
 HERE = Path(__file__).resolve().parent
 TB_VENV = HERE / ".tb-venv"
@@ -159,7 +160,9 @@ async def window(plc: ModbusPlc, pid: int) -> dict[str, float]:
     }
 
 
-async def run_ours(tmp: Path, plc: ModbusPlc) -> dict[str, float]:
+async def run_ours(tmp: Path, plc: ModbusPlc, command: Path) -> dict[str, float]:
+    """Our gateway as users run it: `mw-gateway` of the production install (bench_memory.ensure_prod_venv),
+    as TB runs from its own venv."""
     http_port = _free_port()
     async with run_mobility_work_sim(api_key=API_KEY) as sim:
         config = write_config(
@@ -167,7 +170,8 @@ async def run_ours(tmp: Path, plc: ModbusPlc) -> dict[str, float]:
         )
         text = config.read_text()
         config.write_text(text[: text.index("sources:\n")] + OURS.format(port=plc.port))
-        gw = GatewayProcess(config, env={"MW_API_KEY": API_KEY}, http_port=http_port)
+        gw = InstalledGateway(config, command=command, http_port=http_port)
+        gw.env["MW_API_KEY"] = API_KEY
         gw.start()
         try:
             await gw.wait_healthy_http()
@@ -242,13 +246,14 @@ async def run_tb(tmp: Path, plc: ModbusPlc, mqtt_port: int) -> dict[str, float]:
 
 
 async def measure(tmp: Path) -> list[tuple[dict[str, float], dict[str, float]]]:
+    command = ensure_prod_venv()
     mqtt_port = _free_port()
     broker = start_broker(tmp, mqtt_port)
     pairs = []
     try:
         async with run_modbus_press(simulate=True, units=(1,)) as plc:
             for _ in range(ROUNDS):
-                ours = await run_ours(tmp, plc)
+                ours = await run_ours(tmp, plc, command)
                 tb = await run_tb(tmp, plc, mqtt_port)
                 pairs.append((ours, tb))
     finally:
