@@ -163,7 +163,8 @@ def build_rows(path: Path, cls: type[Any], *, currency: str | None = None) -> tu
     problems: list[Problem] = []
     try:
         rows = _rows(path)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, csv.Error) as exc:
+        # RecursionError: absurdly nested JSON; csv.Error: a field over 128 KiB, a NUL byte
         return [], [Problem(str(path), 0, 0, f"cannot read the file: {exc}")]
     if not rows:
         return [], [Problem(str(path), 1, 1, "no rows: nothing to send")]
@@ -196,7 +197,7 @@ def build_rows(path: Path, cls: type[Any], *, currency: str | None = None) -> tu
                 kwargs[field.name] = _convert(
                     raw, hints[field.name], currency=row_currency, non_negative=name in NON_NEGATIVE
                 )
-            except (ValueError, TypeError, InvalidOperation, OverflowError, json.JSONDecodeError) as exc:
+            except (ValueError, TypeError, InvalidOperation, OverflowError, RecursionError) as exc:
                 problems.append(Problem(str(path), line, 1, f"{name}: {exc}"))
                 row_ok = False
         if not row_ok:

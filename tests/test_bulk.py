@@ -209,3 +209,20 @@ async def test_a_file_with_a_nan_sends_nothing(tmp_path: Path) -> None:
         config = load_config(config_file(tmp_path, sim.url))
         assert await cmd_bulk(config, "update-spare-parts", parts, out=io.StringIO(), chunk_size=10) == 1
         assert sim.state.bulk == [] and sim.state.requests == []
+
+
+def test_absurdly_nested_json_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    """Before: json's C decoder raised RecursionError on 100,000 nested arrays, out of `mw-gateway bulk`."""
+    deep = "[" * 100_000 + "]" * 100_000
+    whole = tmp_path / "deep.json"
+    whole.write_text(deep)
+    rows, problems = build_rows(whole, b.SparePartUpdate)
+    assert rows == [] and len(problems) == 1 and "cannot read the file" in problems[0].message
+    cell = tmp_path / "cell.csv"
+    cell.write_text(f"id,custom_fields\nA,{'[' * 60_000 + ']' * 60_000}\nB,\n")
+    rows, problems = build_rows(cell, b.SparePartUpdate)
+    assert [(p.line, p.message.split(":")[0]) for p in problems] == [(2, "custom_fields")]
+    assert [r.item.id for r in rows] == ["B"]
+    cell.write_text(f"id,custom_fields\nA,{deep}\n")  # over the csv module's field limit (128 KiB)
+    rows, problems = build_rows(cell, b.SparePartUpdate)
+    assert rows == [] and "cannot read the file: field larger than field limit" in problems[0].message

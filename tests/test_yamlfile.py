@@ -35,3 +35,13 @@ def test_any_text_gives_data_or_located_problems_never_an_exception(text: str) -
     doc = load_yaml("x.yaml", text=text, env={"A": "1"})
     for problem in doc.problems:
         assert problem.line >= 1 and problem.col >= 1, problem
+
+
+def test_absurd_nesting_is_a_located_problem_not_a_recursion_error() -> None:
+    """Before: PyYAML's recursive composer raised RecursionError out of load_yaml (and `mw-gateway check`)."""
+    doc = load_yaml("x.yaml", text="a: 1\nb: " + "[" * 3000 + "]" * 3000 + "\n")
+    (problem,) = doc.problems
+    assert (problem.line, problem.col) == (2, 3003) and "nested 3001 levels deep" in problem.message
+    assert doc.data is None
+    fine = load_yaml("x.yaml", text="b: " + "[" * 50 + "1" + "]" * 50 + "\n")
+    assert fine.problems == [] and fine.data is not None

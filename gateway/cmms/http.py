@@ -107,7 +107,7 @@ def response_body(response: httpx.Response) -> Any:
         return None
     try:
         return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: absurd nesting
         text = response.text
         return text if len(text) <= MAX_ERROR_BODY_CHARS else text[:MAX_ERROR_BODY_CHARS] + "…"
 

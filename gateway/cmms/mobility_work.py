@@ -196,7 +196,7 @@ class MobilityWorkBackend:
             why = str(exc)
         except httpx.HTTPError as exc:
             why = f"Mobility Work unreachable ({http.describe_exception(exc)[0]})"
-        except ValueError as exc:  # the body is not JSON
+        except (ValueError, RecursionError) as exc:  # the body is not JSON, or absurdly nested JSON
             why = f"unreadable ({exc})"
         else:
             self._settings_log.change(

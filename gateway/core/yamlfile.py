@@ -155,6 +155,9 @@ def load_yaml(
 
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:  # PyYAML composes nested collections recursively
+        doc.problems.append(_too_deep(name, text))
+        return doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -183,6 +186,9 @@ def load_yaml(
         return doc
     try:
         doc.data = _Builder(doc, interpolate if env is not None else None).build(node, ())
+    except RecursionError:
+        doc.problems.append(_too_deep(name, text))
+        doc.data = None
     except (
         yaml.MarkedYAMLError
     ) as exc:  # a tag we do not construct (`!!python/object`, `=`): refused, located
@@ -199,3 +205,34 @@ def load_yaml(
         )
         doc.data = None
     return doc
+
+
+def _too_deep(name: str, text: str) -> Problem:
+    """PyYAML recursed too deep on nested collections: where the nesting is deepest (found by the scanner,
+    which does not recurse)."""
+    depth = deepest = 0
+    line, col = 1, 1
+    starts = (
+        yaml.FlowSequenceStartToken,
+        yaml.FlowMappingStartToken,
+        yaml.BlockSequenceStartToken,
+        yaml.BlockMappingStartToken,
+    )
+    ends = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, starts):
+                depth += 1
+                if depth > deepest:
+                    deepest = depth
+                    line, col = token.start_mark.line + 1, token.start_mark.column + 1
+            elif isinstance(token, ends):
+                depth -= 1
+    except yaml.YAMLError:
+        pass
+    return Problem(
+        name,
+        line,
+        col,
+        f"nested {deepest} levels deep, too deep to read: no configuration or rule needs that; flatten it",
+    )

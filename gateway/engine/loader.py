@@ -318,6 +318,9 @@ class _Collector:
         except TemplateError as exc:
             self.fail(loc, f"{what} is not a valid template: {exc}")
             return None
+        except RecursionError:  # Jinja's parser recurses once per level of nesting
+            self.fail(loc, f"{what} is nested too deeply to read (parentheses, brackets, blocks): simplify")
+            return None
         self.refs(loc, what, tpl.template_refs(tree, self.known))
         return template, tree
 
@@ -362,6 +365,8 @@ def _compile(
             expr = tpl.compile_expr(expr_source, known)
         except (TemplateError, SyntaxError) as exc:
             c.fail(loc, f"expression does not parse: {exc}")
+        except RecursionError:  # Jinja's parser recurses once per level of nesting
+            c.fail(loc, "expression nested too deeply to read (parentheses, brackets): simplify it")
         else:
             c.refs(loc, "the expression", expr.refs)
             if not expr.refs.signals and not expr.refs.unknown_signals:

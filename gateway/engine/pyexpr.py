@@ -104,7 +104,11 @@ def compile_python(tree: nodes.Expr, signals: Collection[str]) -> Evaluator:
         lines.append(f"    {var} = values.get({name!r})")
         lines.append(f"    if {var} is None or {var}.quality is not GOOD: return None")
     lines.append(f"    return bool({body})")
-    exec(compile("\n".join(lines), "<rule expression>", "exec"), namespace)  # our text only (docstring)
+    try:
+        code = compile("\n".join(lines), "<rule expression>", "exec")
+    except (SyntaxError, RecursionError, MemoryError) as exc:  # nested beyond Python's parser: Jinja's turn
+        raise Unsupported(f"too deep for Python's parser ({type(exc).__name__})") from None
+    exec(code, namespace)  # our text only (docstring)
     fn: Evaluator = namespace["expression"]
     return fn
 

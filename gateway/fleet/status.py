@@ -104,7 +104,7 @@ async def read_fleet(
             doc = json.loads(entry.value or b"")
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):  # not a JSON object, or absurdly nested
             doc = {"gateway": key, "state": "unreadable"}
         doc.setdefault("gateway", key)
         rows.append(summary_row(doc, now=now, heartbeat=heartbeat))

@@ -13,6 +13,8 @@ set, its method is that one. The first matching fault in the plan applies:
     reset         drop the connection with a TCP RST, without doing anything
     commit_lost   do the work (it IS committed), then answer nothing: the connection is closed at once, or
                   with `delay_s` the answer is held that long and replaced by a 504, as a proxy would
+    deep_json     answer `status` (default 503) with a JSON body of 100,000 nested arrays, without doing
+                  anything (a parser that recurses must not crash on it)
 
 JSON form (`POST /_sim/faults`): `{"kind": "http_429", "count": 2, "retry_after": "3"}` or a list of those;
 `mode` is accepted for `kind`, `latency_s`/`hang_s` for `delay_s`.
@@ -49,7 +51,8 @@ from gateway.sim.server import SimServer
 
 log = logging.getLogger(__name__)
 
-KINDS = ("latency", "http_5xx", "http_429", "timeout", "reset", "commit_lost")
+KINDS = ("latency", "http_5xx", "http_429", "timeout", "reset", "commit_lost", "deep_json")
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
 ALIASES = {"error": "http_5xx", "rate_limit": "http_429"}
 _JSON_ALIASES = {"mode": "kind", "latency_s": "delay_s", "hang_s": "delay_s"}
 
@@ -317,6 +320,9 @@ class FaultInjector:
         elif fault.kind == "timeout":
             if await self._hang(receive, 30.0 if fault.delay_s is None else fault.delay_s) == "elapsed":
                 await json_response(504, self.error_body(504, "simulated timeout"))(scope, replay, send)
+        elif fault.kind == "deep_json":
+            deep = Response(DEEP_JSON, status_code=fault.status, media_type="application/json")
+            await deep(scope, replay, send)
         elif fault.kind == "reset":
             self.server.drop(scope, rst=True)
             await self._hang(receive, 5.0)

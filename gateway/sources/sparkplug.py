@@ -224,7 +224,7 @@ class SparkplugConnector:
             return
         try:
             state = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or absurdly nested
             return
         if isinstance(state, dict) and state.get("online") is True:
             log.error(

@@ -344,3 +344,25 @@ async def test_unknown_network_settings_are_said_once_and_their_arrival_too(
     assert [level for level, _ in said] == [logging.WARNING, logging.INFO], said
     assert said[0][1].startswith("Mobility Work network settings: Mobility Work unreachable (")
     assert "timezone Europe/Paris" in said[1][1]
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(503, Outcome.RETRY), (422, Outcome.DEAD)])
+async def test_an_absurdly_nested_json_answer_is_kept_as_text(
+    sim: MobilityWorkSim, backend: MobilityWorkBackend, status: int, outcome: Outcome
+) -> None:
+    """Before: json's C decoder raised RecursionError on 100,000 nested arrays, which escaped the backend."""
+    sim.set_faults(Fault("deep_json", status=status))
+    delivery = await backend.deliver(make_item())
+    assert delivery.outcome is outcome and delivery.status_code == status
+    assert isinstance(delivery.details, str) and delivery.details.startswith("[[[[")
+
+
+async def test_absurdly_nested_network_settings_start_in_degraded_mode(sim: MobilityWorkSim) -> None:
+    sim.set_faults(Fault("deep_json", status=200, path="/network/settings"))
+    backend = MobilityWorkBackend(make_config(sim.url), gateway_id="gw1", clock=ManualClock(FIRED_AT))
+    await backend.start()
+    try:
+        assert backend.network is None
+        assert (await backend.deliver(make_item())).outcome is Outcome.DONE
+    finally:
+        await backend.aclose()

@@ -229,3 +229,26 @@ def test_a_folder_loads_only_its_own_yaml_files_not_tests(tmp_path: Path) -> Non
 def test_missing_path(tmp_path: Path) -> None:
     (problem,) = problems(tmp_path / "nope")
     assert problem.startswith(f"{tmp_path / 'nope'}:0:0: no such rule file or folder: create it")
+
+
+def test_an_absurdly_nested_expression_or_template_is_a_rule_error(tmp_path: Path) -> None:
+    """Before: Jinja's recursive parser raised RecursionError out of the loader (`check`, `run`, `test`)."""
+    deep = "(" * 150 + "press1.temp" + ")" * 150
+    write(
+        tmp_path,
+        "r.yaml",
+        f"""
+        - id: e
+          when: {{expr: "{deep} > 1"}}
+          task: {{description: "hello world"}}
+        - id: t
+          when: {{signal: press1.temp, above: 1}}
+          task: {{description: "{{{{ {deep.replace("press1.temp", "value")} }}}}"}}
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'r.yaml'}:2:16: expression nested too deeply to read (parentheses, brackets):"
+        " simplify it",
+        f"{tmp_path / 'r.yaml'}:6:23: the description is nested too deeply to read (parentheses, brackets,"
+        " blocks): simplify",
+    ]

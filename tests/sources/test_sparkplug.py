@@ -548,3 +548,20 @@ async def test_a_second_host_with_our_id_is_an_error(
             await until(
                 lambda: any("another host application" in r.getMessage() for r in caplog.records), "error"
             )
+
+
+async def test_an_absurdly_nested_state_on_our_topic_is_ignored(
+    broker: Broker, collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: json.loads raised RecursionError on 100,000 nested arrays and it escaped the message loop."""
+    src = make(broker.port)
+    with caplog.at_level(logging.ERROR, logger="gateway.sources.sparkplug"):
+        async with running(src, collector):
+            await until(lambda: src.stats.link is LinkState.UP and src._state_echoed, "online")
+            async with aiomqtt.Client("127.0.0.1", broker.port) as other:
+                await other.publish("spBv1.0/STATE/mw-test", b"[" * 100_000 + b"]" * 100_000, qos=1)
+                await other.publish("spBv1.0/STATE/mw-test", b'{"online":true,"timestamp":2}', qos=1)
+            await until(
+                lambda: any("another host application" in r.getMessage() for r in caplog.records), "error"
+            )
+            assert src.stats.link is LinkState.UP and src.stats.reconnects == 0
