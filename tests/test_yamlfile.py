@@ -45,3 +45,24 @@ def test_absurd_nesting_is_a_located_problem_not_a_recursion_error() -> None:
     assert doc.data is None
     fine = load_yaml("x.yaml", text="b: " + "[" * 50 + "1" + "]" * 50 + "\n")
     assert fine.problems == [] and fine.data is not None
+
+
+LAUGHS = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+)
+
+
+def test_aliases_of_aliases_are_refused_before_they_expand() -> None:
+    """Before: nine aliases of nine aliases ("billion laughs") built 10^9 values: `check` and a rules reload
+    hung, memory grew without bound."""
+    doc = load_yaml("x.yaml", text=LAUGHS)
+    (problem,) = doc.problems
+    assert (
+        problem.line == 1
+        and "more than 200,000 values once its aliases (*name) are expanded" in problem.message
+    )
+    assert doc.data is None
+    # Aliases as people use them still load.
+    doc = load_yaml("x.yaml", text="base: &b {type: uint16, unit: 1}\nt1: *b\nt2: *b\n")
+    assert doc.problems == [] and doc.data["t2"] == {"type": "uint16", "unit": 1}
