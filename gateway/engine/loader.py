@@ -322,6 +322,12 @@ class _Collector:
             self.fail(loc, f"{what} is nested too deeply to read (parentheses, brackets, blocks): simplify")
             return None
         self.refs(loc, what, tpl.template_refs(tree, self.known))
+        if what != "the description" and tpl.has_loop(tree):  # the description's length check says it
+            # Time, not length: nested `range()` loops render for hours, at load and at every firing.
+            self.fail(
+                loc, f"{what} uses a loop or a macro ({{% for %}}, {{% macro %}}): write it without one"
+            )
+            return None
         return template, tree
 
     def render_probe(self, loc: Loc, template: Template, what: str) -> str | None:

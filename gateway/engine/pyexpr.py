@@ -31,6 +31,7 @@ from typing import Any
 from jinja2 import nodes
 
 from gateway.core.samples import Quality, Sample
+from gateway.engine import bounded
 
 # True / False, or None when a signal the expression names is missing or bad. It may raise on odd values (a
 # string compared with a number): the caller takes that as unknown too.
@@ -54,7 +55,6 @@ _COMPARE = {
 _BINARY: dict[type[nodes.Node], str] = {
     nodes.Add: "+",
     nodes.Sub: "-",
-    nodes.Mul: "*",
     nodes.Div: "/",
     nodes.FloorDiv: "//",
     nodes.Mod: "%",
@@ -145,6 +145,9 @@ def _source(node: nodes.Node, slot: Mapping[str, str], namespace: dict[str, Any]
             return f"(-{src(node.node)})"
         if isinstance(node, nodes.Pos):
             return src(node.node)
+        if isinstance(node, nodes.Mul):  # bounded: no text repeated a billion times (bounded.py)
+            namespace["mul"] = bounded.mul
+            return f"mul({src(node.left)}, {src(node.right)})"
         if type(node) in _BINARY:
             return f"({src(node.left)} {_BINARY[type(node)]} {src(node.right)})"  # type: ignore[attr-defined]
         if isinstance(node, nodes.CondExpr) and node.expr2 is not None:

@@ -23,6 +23,7 @@ from jinja2.parser import Parser
 from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.core.samples import Quality, Sample
+from gateway.engine import bounded
 from gateway.engine.pyexpr import Evaluator, Unsupported, compile_python
 from gateway.engine.pyexpr import chain as name_chain
 
@@ -35,7 +36,17 @@ MAX_DESCRIPTION = 3000
 MIN_DESCRIPTION = 3
 _EXPR_OUTPUT_BOUND = 100  # characters assumed for one {{ ... }} when bounding a description's length
 
-ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox, with `*` and `**` bounded (bounded.py)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        return bounded.mul(left, right) if operator == "*" else bounded.power(left, right)
+
+
+ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 class Namespace:
@@ -186,6 +197,11 @@ def compile_template(source: str) -> tuple[Template, nodes.Template]:
 
 def template_refs(tree: nodes.Template, known: Collection[str] | None) -> Refs:
     return find_refs(tree, meta.find_undeclared_variables(tree), known)
+
+
+def has_loop(tree: nodes.Node) -> bool:
+    """Whether a template repeats anything: a loop, a macro (it may call itself), a call block."""
+    return any(True for _ in tree.find_all((nodes.For, nodes.Macro, nodes.CallBlock)))
 
 
 def max_length(tree: nodes.Node) -> float:

@@ -82,3 +82,17 @@ def test_names_and_constants_never_become_code() -> None:
     assert fast is not None
     assert fast({name: Sample(name, "x", 0.0)}) is True
     assert fast({name: Sample(name, "y", 0.0)}) is False
+
+
+def test_repeating_a_text_or_raising_to_a_power_is_bounded_in_both_evaluators() -> None:
+    """Before: `a.mode * 1000000000` over a text signal built a gigabyte string in one C call."""
+    text = {"a.mode": Sample("a.mode", "AUTO", 0.0), "a.x": Sample("a.x", 3, 0.0)}
+    ctx = tpl.signal_context(text, {"a"}, set())
+    for source in ("a.mode * 1000000000 == 'x'", "a.x ** 100000000 > 1"):
+        compiled = tpl.compile_expr(source, None)
+        with pytest.raises(ValueError, match="more than"):
+            compiled.evaluate(ctx)
+        if compiled.fast is not None:
+            with pytest.raises(ValueError, match="more than"):
+                compiled.fast(text)
+    assert tpl.compile_expr("a.mode * 2 == 'AUTOAUTO' and a.x ** 2 == 9", None).evaluate(ctx) is True

@@ -252,3 +252,28 @@ def test_an_absurdly_nested_expression_or_template_is_a_rule_error(tmp_path: Pat
         f"{tmp_path / 'r.yaml'}:6:23: the description is nested too deeply to read (parentheses, brackets,"
         " blocks): simplify",
     ]
+
+
+def test_a_title_with_a_loop_or_a_template_that_would_build_a_gigabyte_is_refused(tmp_path: Path) -> None:
+    """Before: nested `range()` loops in a title, or `"x" * 10**10` in a description, rendered for hours (or
+    ran out of memory) at load, and then at every firing."""
+    write(
+        tmp_path,
+        "r.yaml",
+        """
+        - id: loop
+          when: {signal: press1.temp, above: 1}
+          task:
+            description: "hot"
+            title: "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+        - id: huge
+          when: {signal: press1.temp, above: 1}
+          task: {description: "{{ 'x' * 10**10 }}"}
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'r.yaml'}:5:12: the title uses a loop or a macro ({{% for %}}, {{% macro %}}): write it"
+        " without one",
+        f"{tmp_path / 'r.yaml'}:8:23: the description cannot render: ValueError: a repetition of more than"
+        " 100,000 items",
+    ]
