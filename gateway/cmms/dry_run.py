@@ -87,15 +87,12 @@ class DryRunBackend:
         return self._builder.build_request(item)
 
     async def deliver(self, item: OutboxItem) -> Delivery:
-        if self._builder is None:
-            request = neutral_request(item, gateway_id=self.gateway_id)
-        else:
-            try:
-                request = self._builder.build_request(item)
-            except (ValueError, TypeError, KeyError) as exc:
-                return Delivery(
-                    Outcome.DEAD, error=f"dry run, {self.compare_with} could not build the task: {exc}"
-                )
+        try:
+            request = self.build_request(item)
+        except (ValueError, TypeError, KeyError) as exc:  # only a compare_with backend raises
+            return Delivery(
+                Outcome.DEAD, error=f"dry run, {self.compare_with} could not build the task: {exc}"
+            )
         log.info(
             "dry run: firing %s of rule %s not sent (%s %s)",
             item.firing_uuid,

@@ -169,9 +169,9 @@ class MobilityWorkBackend:
             raise httpx.HTTPStatusError(
                 f"HTTP {response.status_code}", request=response.request, response=response
             )
-        data = response.json()
+        data = http.response_body(response)  # JSON, or the text when it is not JSON (nor sanely nested)
         if not isinstance(data, dict):
-            raise httpx.DecodingError("network settings: expected a JSON object", request=response.request)
+            raise ValueError("network settings: expected a JSON object")
         info = NetworkInfo(
             timezone=data.get("timezone"),
             currency=data.get("currency"),
@@ -196,7 +196,7 @@ class MobilityWorkBackend:
             why = str(exc)
         except httpx.HTTPError as exc:
             why = f"Mobility Work unreachable ({http.describe_exception(exc)[0]})"
-        except (ValueError, RecursionError) as exc:  # the body is not JSON, or absurdly nested JSON
+        except ValueError as exc:  # the body is not a JSON object
             why = f"unreadable ({exc})"
         else:
             self._settings_log.change(

@@ -128,30 +128,11 @@ class Engine:
 
         `mono` (optional): a monotonic reading taken with `now`; with it, steps of the wall clock are told
         from real time (see clockwatch.py); without it only steps back are."""
-        if self.clock.step(now, mono):
-            self._shift(self.clock.last_shift)
-        signal = sample.signal
-        route = self._index.get(signal)
-        if route is None:  # no rule reads it: kept as received (templates, status page)
-            self.last_values[signal] = sample
-            return []
-        retained = sample.retained
-        self.door.now = now
-        sample = self.door.check(sample)
-        self.last_values[signal] = sample
-        if retained:  # a last known value, not an observation: no trigger
-            return []
-        route.samples += 1
-        out: list[Firing] = []
-        for runtime in route.runtimes:
-            fired = runtime.on_sample(sample, now)
-            if fired:
-                out.extend(fired)
-        return out
+        return self.process_batch((sample,), now, mono)
 
     def process_batch(self, samples: Iterable[Sample], now: float, mono: float | None = None) -> list[Firing]:
-        """Feed many samples at once, in order: the same as calling process() for each, without a method call
-        per sample (most samples touch no rule; this is the gateway's hot path)."""
+        """Feed many samples at once, in order: the same as calling process() for each (process() is this with
+        one sample), without a method call per sample (most samples touch no rule: the gateway's hot path)."""
         if self.clock.step(now, mono):
             self._shift(self.clock.last_shift)
         last_values = self.last_values

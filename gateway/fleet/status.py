@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.fleet import names
+from gateway.web.read_json import BadRequest, parse_json_object
 
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
@@ -101,10 +102,8 @@ async def read_fleet(
         except KeyNotFoundError:
             continue
         try:
-            doc = json.loads(entry.value or b"")
-            if not isinstance(doc, dict):
-                raise ValueError("not an object")
-        except (ValueError, RecursionError):  # not a JSON object, or absurdly nested
+            doc = parse_json_object(entry.value or b"")
+        except BadRequest:  # not a JSON object (or absurdly nested)
             doc = {"gateway": key, "state": "unreadable"}
         doc.setdefault("gateway", key)
         rows.append(summary_row(doc, now=now, heartbeat=heartbeat))

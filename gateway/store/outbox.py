@@ -239,7 +239,7 @@ class Outbox:
                         eq,
                         firing.fired_at,
                         str(firing.priority),
-                        "shadow" if shadow else ("suppressed" if blocker else "queued"),
+                        str(status),
                         blocker,
                         json.dumps(firing.to_json(), default=str),
                     )
