@@ -20,11 +20,11 @@ _SEQUENCES = (str, bytes, list, tuple)
 
 
 def mul(left: Any, right: Any) -> Any:
-    for seq, times in ((left, right), (right, left)):
-        repeated = isinstance(seq, _SEQUENCES) and type(times) is int
-        if repeated and len(seq) * times > MAX_ITEMS:
-            raise ValueError(f"a repetition of more than {MAX_ITEMS:,} items")
-    return operator.mul(left, right)
+    if type(right) is int and isinstance(left, _SEQUENCES) and len(left) * right > MAX_ITEMS:
+        raise ValueError(f"a repetition of more than {MAX_ITEMS:,} items")
+    if type(left) is int and isinstance(right, _SEQUENCES) and len(right) * left > MAX_ITEMS:
+        raise ValueError(f"a repetition of more than {MAX_ITEMS:,} items")
+    return left * right
 
 
 def power(left: Any, right: Any) -> Any:
