@@ -59,7 +59,8 @@ def parse_value(text: str) -> Value:
 
 
 def parse_time(text: str) -> float:
-    """ISO 8601 (an offset or Z; none means UTC) or epoch seconds -> Unix seconds. ValueError if neither."""
+    """ISO 8601 (an offset or Z; none means UTC; a date alone is its midnight) or epoch seconds -> Unix
+    seconds; ValueError if neither. The data's times and --from / --to."""
     text = text.strip()
     try:
         out = float(text)
@@ -78,11 +79,6 @@ def parse_time(text: str) -> float:
     return dt.timestamp()
 
 
-def parse_when(text: str) -> float:
-    """--from / --to: a date (YYYY-MM-DD, midnight UTC), an ISO 8601 time or epoch seconds."""
-    return parse_time(text)
-
-
 def make_sample(signal: str, value: Any, ts: float, good: bool) -> Sample | None:
     """None: no sample (an empty wide cell). A Parquet column's typed values are taken as they are."""
     if not good:
@@ -96,6 +92,15 @@ def make_sample(signal: str, value: Any, ts: float, good: bool) -> Sample | None
     if value.lower() in _BAD_CELLS:
         return Sample(signal, None, ts, Quality.BAD, "bad quality in the data file")
     return Sample(signal, parse_value(value), ts)
+
+
+def long_sample(signal: str, value: Any, ts: float, good: bool) -> Sample:
+    """A row of the long form: make_sample's, except that an empty value is a bad sample (not "no sample")."""
+    if good and (value is None or value == ""):
+        return Sample(signal, None, ts, Quality.BAD, "empty value")
+    sample = make_sample(signal, value, ts, good)
+    assert sample is not None
+    return sample
 
 
 @dataclass
@@ -193,17 +198,19 @@ def _py_chunks(path: Path, relevant: Collection[str], window: _Window) -> Iterat
                     name = row[1].strip()
                     if not name:
                         raise DataError(f"{path}:{line}: empty signal name")
-                    cells = [(name, row[2].strip())]
-                    if not good:
-                        cells = [(name, "bad")]
+                    cells: list[Sample | None] = [long_sample(name, row[2].strip(), t, good)]
                 else:
-                    cells = [(h, c.strip()) for h, c in zip(header[1:], row[1:], strict=True) if c.strip()]
+                    cells = [
+                        make_sample(h, c.strip(), t, True)
+                        for h, c in zip(header[1:], row[1:], strict=True)
+                        if c.strip()
+                    ]
                 if not groups or groups[-1][0] != t:
                     groups.append((t, []))
-                for name, text in cells:
-                    signals.add(name)
-                    sample = make_sample(name, text or "bad", t, True)
+                for sample in cells:
                     assert sample is not None
+                    name = sample.signal
+                    signals.add(name)
                     samples += 1
                     if name in relevant:
                         groups[-1][1].append(sample)
@@ -392,6 +399,17 @@ def _strs(col: Any) -> Any:
     )
 
 
+def _trimmed(col: Any) -> Any:
+    """A text column without the spaces around its values (as the csv-module reader strips them); another
+    type as it is."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return pc.utf8_trim_whitespace(col)
+    return col
+
+
 def _numbers(col: Any) -> list[Any] | None:
     """A string column that is all finite numbers -> its values as parse_value gives them ('42' -> 42,
     '4.5' -> 4.5), converted in C; None when anything else is in it (the caller parses value by value)."""
@@ -420,8 +438,8 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    sig = _strs(batch.column(1))
-    val = batch.column(2)
+    sig = pc.utf8_trim_whitespace(_strs(batch.column(1)))
+    val = _trimmed(batch.column(2))
     if len(lows) == 4:
         qtext = pc.utf8_lower(pc.utf8_trim_whitespace(_strs(batch.column(3))))
         known = pc.is_in(qtext, value_set=pa.array(list(_GOOD)))
@@ -458,16 +476,10 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
             if t != cur_t:
                 cur = by_time[t] = []
                 cur_t = t
-            if not g:
-                cur.append(Sample(s, None, t, Quality.BAD, "bad quality in the data file"))
-            elif values is not None:
+            if g and values is not None:
                 cur.append(Sample(s, v, t))
-            elif v is None or v == "":
-                cur.append(Sample(s, None, t, Quality.BAD, "empty value"))
-            elif type(v) is str:
-                cur.append(Sample(s, parse_value(v), t))
             else:
-                cur.append(make_sample(s, v, t, True) or Sample(s, None, t, Quality.BAD, "empty value"))
+                cur.append(long_sample(s, v, t, g))
     get = by_time.get
     groups = [
         (t, get(t) or []) for t in pc.unique(table["t"]).to_pylist()
@@ -479,8 +491,7 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
         if hit.num_rows == 0:
             return None
         row = hit.slice(hit.num_rows - 1).to_pylist()[0]
-        v = row["v"]
-        return make_sample(signal, "bad" if v is None or v == "" else v, row["t"], row["g"])
+        return long_sample(signal, row["v"], row["t"], row["g"])
 
     def lasts() -> dict[str, Sample]:
         if other.num_rows == 0:
@@ -488,10 +499,7 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
         agg = other.group_by("s", use_threads=False).aggregate([("t", "last"), ("v", "last"), ("g", "last")])
         out: dict[str, Sample] = {}
         for row in agg.to_pylist():
-            v = row["v_last"]
-            sample = make_sample(row["s"], "bad" if v is None or v == "" else v, row["t_last"], row["g_last"])
-            if sample is not None:
-                out[row["s"]] = sample
+            out[row["s"]] = long_sample(row["s"], row["v_last"], row["t_last"], row["g_last"])
         return out
 
     times = table["t"]
@@ -513,7 +521,7 @@ def _wide_chunk(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    cols = {name: batch.column(i) for i, name in enumerate(header) if i > 0}
+    cols = {name: _trimmed(batch.column(i)) for i, name in enumerate(header) if i > 0}
     if keep is not None:
         tcol = tcol.filter(keep)
         cols = {name: col.filter(keep) for name, col in cols.items()}
