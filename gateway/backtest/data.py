@@ -155,7 +155,9 @@ class _Window:
         self.end = math.inf if end is None else end
 
 
-def _py_chunks(path: Path, relevant: Collection[str], window: _Window) -> Iterator[Chunk]:
+def _py_chunks(
+    path: Path, relevant: Collection[str], window: _Window, at: Callable[[int], None]
+) -> Iterator[Chunk]:
     with _open_text(path) as f:
         reader = csv.reader(f)
         header = [c.strip() for c in next(reader)]
@@ -220,6 +222,7 @@ def _py_chunks(path: Path, relevant: Collection[str], window: _Window) -> Iterat
                     break
             else:
                 done = True
+            at(f.buffer.tell())  # f.tell() is disabled while the csv module iterates
             if rows:
                 yield Chunk(
                     groups, first, last, rows, samples, signals, _list_lookup(other), _list_lasts(other)
@@ -281,7 +284,7 @@ def _arrow_times(col: Any, path: Path, base_line: int) -> Any:
 
 
 def _arrow_chunks(
-    path: Path, relevant: Collection[str], window: _Window, progress: Progress
+    path: Path, relevant: Collection[str], window: _Window, at: Callable[[int], None]
 ) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -293,10 +296,11 @@ def _arrow_chunks(
         pf = pq.ParquetFile(path)
         header = list(pf.schema_arrow.names)
         batches: Iterator[Any] = pf.iter_batches(batch_size=1 << 20)
+        size, total_rows = os.path.getsize(path), max(pf.metadata.num_rows, 1)
     else:
         header = _header(path)
         invalid: list[str] = []
-        batches = _csv_batches(path, header, invalid, progress)
+        batches = _csv_batches(path, header, invalid, at)
     kind = layout([str(h) for h in header], path)
     lows = [str(h).lower() for h in header]
     rel = pa.array(sorted(relevant), pa.string())
@@ -307,6 +311,8 @@ def _arrow_chunks(
             if not parquet and invalid:
                 raise DataError(invalid[0])
             n = batch.num_rows
+            if parquet:
+                at(size * (line - 2 + n) // total_rows)  # the share of the rows read
             if n == 0:
                 continue
             tcol = batch.column(0)
@@ -346,7 +352,9 @@ def _arrow_chunks(
             close()
 
 
-def _csv_batches(path: Path, header: list[str], invalid: list[str], progress: Progress) -> Iterator[Any]:
+def _csv_batches(
+    path: Path, header: list[str], invalid: list[str], at: Callable[[int], None]
+) -> Iterator[Any]:
     """The CSV's record batches, parsed by pyarrow in segments of SEGMENT_BYTES cut at line ends.
 
     One streaming reader over the whole file would read ahead as fast as the disk goes while the engine is
@@ -383,7 +391,7 @@ def _csv_batches(path: Path, header: list[str], invalid: list[str], progress: Pr
                 return
             if not buf.endswith(b"\n"):
                 buf += f.readline()
-            progress.update(f.tell())
+            at(f.tell())
             yield from pcsv.open_csv(pa.BufferReader(buf), **options)
             first_line[0] += buf.count(b"\n")
 
@@ -591,21 +599,27 @@ def _empty_chunk() -> Chunk:
 
 
 class Progress:
-    """A progress bar on stderr for long files (a terminal only; at most a few redraws a second)."""
+    """A progress bar on stderr for long files (a terminal only; at most a few redraws a second). The files
+    are read side by side (merged by time): the bytes done are the sum of every file's position."""
 
     def __init__(self, total_bytes: int, *, out: TextIO | None = None, clock: Callable[[], float]) -> None:
         self.out = out
         self.total = max(total_bytes, 1)
         self.clock = clock
         self.done = 0
-        self.base = 0  # bytes of the files finished
+        self.positions: dict[int, int] = {}  # file index -> bytes read
         self._next = 0.0
         self.shown = False
 
-    def update(self, pos: int) -> None:
+    def at(self, index: int) -> Callable[[int], None]:
+        """The callback of the index-th file: called with its position in bytes."""
+        return lambda pos: self.update(index, pos)
+
+    def update(self, index: int, pos: int) -> None:
         if self.out is None:
             return
-        self.done = self.base + pos
+        self.positions[index] = pos
+        self.done = sum(self.positions.values())
         now = self.clock()
         if now < self._next:
             return
@@ -615,9 +629,6 @@ class Progress:
         self.out.write(f"\rbacktest [{bar:<30}] {frac * 100:5.1f}%  {self.done / 1e6:,.0f} MB")
         self.out.flush()
         self.shown = True
-
-    def file_done(self, size: int) -> None:
-        self.base += size
 
     def close(self) -> None:
         if self.out is not None and self.shown:
@@ -691,16 +702,16 @@ def open_streams(
     if reader == "arrow" and not have_pyarrow():
         raise DataError("--reader arrow needs pyarrow: pip install 'mw-gateway[backtest]'")
     streams = []
-    for path in paths:
+    for i, path in enumerate(paths):
         if path.suffix.lower() in (".parquet", ".pq"):
             if not have_pyarrow():
                 raise DataError(f"{path}: reading Parquet needs pyarrow: pip install 'mw-gateway[backtest]'")
-            chunks = _arrow_chunks(path, relevant, window, progress)
+            chunks = _arrow_chunks(path, relevant, window, progress.at(i))
         elif use_arrow:
-            chunks = _arrow_chunks(path, relevant, window, progress)
+            chunks = _arrow_chunks(path, relevant, window, progress.at(i))
         else:
             layout(_header(path), path)
-            chunks = _py_chunks(path, relevant, window)
+            chunks = _py_chunks(path, relevant, window, progress.at(i))
         streams.append(FileStream(path, chunks))
     return streams, progress
 

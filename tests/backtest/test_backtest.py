@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -237,3 +240,33 @@ def test_several_files_are_merged_by_time(rules, tmp_path, capsys):
     result = run_backtest(load_rules(rules), [a, b], keep_firings=True)
     assert [f.task.description for f, _ in result.firings] == ["hot 60 (level 5)"]
     assert result.rows == 4
+
+
+@pytest.mark.parametrize("reader", [*READERS, "parquet"])
+def test_progress_counts_every_file(rules, tmp_path, reader):
+    # the files are read side by side (merged by time): the bar sums their positions, it ends at 100%
+    if reader == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+        for k, path in enumerate(paths):
+            pq.write_table(
+                pa.table({"time": [100.0 + k + 2 * i for i in range(500)], "m.temp": [20.0] * 500}), path
+            )
+    else:
+        paths = [
+            _long(tmp_path, [f"{100 + k + 2 * i},m.temp,20,good" for i in range(500)], f"{k}.csv")
+            for k in range(2)
+        ]
+    out = io.StringIO()
+    ticks = itertools.count()
+    run_backtest(
+        load_rules(rules),
+        paths,
+        reader="arrow" if reader == "parquet" else reader,
+        progress_out=out,
+        clock=lambda: float(next(ticks)),
+    )
+    shown = [float(x) for x in re.findall(r"([0-9.]+)%", out.getvalue())]
+    assert shown and shown == sorted(shown) and shown[-1] == 100.0
