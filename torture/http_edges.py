@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +31,9 @@ from gateway.runtime.housekeeping import prune
 from gateway.store import Store
 from tests.conftest import _free_port
 from tests.store.bigdb import counts, fill
+from tests.web.edge_server import spawn
 from torture import Report, keep_log
 
-ROOT = Path(__file__).resolve().parents[1]
 NOFILE = 256
 IDLE = int(os.environ.get("TORTURE_EDGES_IDLE", "1100"))
 SLOW = int(os.environ.get("TORTURE_EDGES_SLOW", "300"))
@@ -60,21 +57,10 @@ async def run(report: Report) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def spawn(port: int, settings: dict[str, Any]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.web.edge_server", str(port), str(NOFILE), json.dumps(settings)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-
-
 @contextlib.asynccontextmanager
 async def server(**settings: Any) -> Any:
     port = _free_port()
-    proc = spawn(port, settings)
+    proc = spawn(port, NOFILE, settings)
     assert proc.stdout is not None
     line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
     if line.strip() != "ready":

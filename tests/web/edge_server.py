@@ -10,13 +10,31 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import resource
+import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 from gateway.config import HttpSection
 from gateway.runtime.http import http_server
 from gateway.web.server import build_app
 from tests.web.fakes import fake
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn(port: int, nofile: int, settings: dict[str, Any]) -> subprocess.Popen[str]:
+    """This module as a server process on `port` with `nofile` descriptors; it prints `ready` once serving."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.web.edge_server", str(port), str(nofile), json.dumps(settings)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 async def main(port: int, settings: dict[str, object]) -> None:

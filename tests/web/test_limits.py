@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,27 +17,16 @@ import pytest
 from gateway.config import HttpSection
 from gateway.runtime.http import http_server
 from gateway.web.server import build_app
+from tests.web.edge_server import spawn
 from tests.web.fakes import fake
 
-ROOT = Path(__file__).resolve().parents[2]
 NOFILE = 256  # the server process's descriptor limit: 1,100 sockets in the report, 400 here
 FLOOD = 400
 
 
-def spawn(port: int, settings: dict[str, Any]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.web.edge_server", str(port), str(NOFILE), json.dumps(settings)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-
-
 @contextlib.asynccontextmanager
 async def edge_server(port: int, **settings: Any) -> AsyncIterator[tuple[str, subprocess.Popen[str]]]:
-    proc = spawn(port, settings)
+    proc = spawn(port, NOFILE, settings)
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
