@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,9 @@ BIG_RULES = "".join(
 
 
 def _runtime_dependencies() -> str:
-    text = (REPO / "pyproject.toml").read_text()
-    start = text.index("dependencies = [")
-    return text[start : text.index("]", start)]
+    """pyproject's runtime dependencies, one a line (the prod venv is rebuilt when they change)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return "\n".join(project["dependencies"])
 
 
 def ensure_prod_venv() -> Path:
@@ -112,24 +113,13 @@ class InstalledGateway(GatewayProcess):
     """`mw-gateway run -c FILE` from an installed venv (`command`), or `python -m gateway.cli` of this
     checkout (the development venv) when `command` is None; in both cases with a service's environment."""
 
-    def __init__(self, config: Path, *, command: Path | None, http_port: int) -> None:
-        super().__init__(config, env={"MW_API_KEY": API_KEY}, http_port=http_port)
+    def __init__(self, config: Path, *, command: Path | None, http_port: int, api_key: str = API_KEY) -> None:
+        argv = None if command is None else [str(command)]
+        super().__init__(config, env={"MW_API_KEY": api_key}, http_port=http_port, argv=argv)
         for name in (*NOT_IN_A_SERVICE, "PYTHONDONTWRITEBYTECODE"):
             self.env.pop(name, None)
         if command is not None:
             self.env["PYTHONDONTWRITEBYTECODE"] = "1"  # as systemd/mw-gateway.service sets it
-        self.command = command
-
-    def start(self) -> None:
-        argv = [sys.executable, "-m", "gateway.cli"] if self.command is None else [str(self.command)]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [*argv, "run", "-c", str(self.config)],
-            cwd=self.config.parent,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
 
 
 async def gateway_rss(big: bool, command: Path | None = None) -> tuple[float, int]:

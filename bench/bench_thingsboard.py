@@ -170,8 +170,7 @@ async def run_ours(tmp: Path, plc: ModbusPlc, command: Path) -> dict[str, float]
         )
         text = config.read_text()
         config.write_text(text[: text.index("sources:\n")] + OURS.format(port=plc.port))
-        gw = InstalledGateway(config, command=command, http_port=http_port)
-        gw.env["MW_API_KEY"] = API_KEY
+        gw = InstalledGateway(config, command=command, http_port=http_port, api_key=API_KEY)
         gw.start()
         try:
             await gw.wait_healthy_http()

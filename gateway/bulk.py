@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.cmms import mw_bulk as b
+from gateway.cmms.mobility_work import EquipmentForm
 from gateway.config import Config
 from gateway.core.delivery import Delivery, Outcome
 from gateway.core.errors import Problem
@@ -147,15 +148,18 @@ def _convert_one(value: Any, option: Any, *, currency: str | None, non_negative:
 
 
 def build_items(
-    path: Path, cls: type[Any], *, currency: str | None = None
+    path: Path, cls: type[Any], *, currency: str | None = None, equipment_form: EquipmentForm = "external"
 ) -> tuple[list[Any], list[Problem]]:
     """Read every row; return the items, or every problem found (then no item is usable)."""
-    rows, problems = build_rows(path, cls, currency=currency)
+    rows, problems = build_rows(path, cls, currency=currency, equipment_form=equipment_form)
     return [row.item for row in rows], problems
 
 
-def build_rows(path: Path, cls: type[Any], *, currency: str | None = None) -> tuple[list[Row], list[Problem]]:
-    """Every valid row with its number and line, and every problem found (FILE:LINE: message)."""
+def build_rows(
+    path: Path, cls: type[Any], *, currency: str | None = None, equipment_form: EquipmentForm = "external"
+) -> tuple[list[Row], list[Problem]]:
+    """Every valid row with its number and line, and every problem found (FILE:LINE: message).
+    `equipment_form` is `cmms.equipment_identifier`: the JSON checked is the JSON sent (mw_bulk.payload)."""
     hints = typing.get_type_hints(cls, vars(b))
     fields = dataclasses.fields(cls)
     known = set(columns(cls)) | {"currency"}
@@ -204,7 +208,7 @@ def build_rows(path: Path, cls: type[Any], *, currency: str | None = None) -> tu
             continue
         try:  # what will be sent must be valid JSON: custom fields and anything else included
             item = cls(**kwargs)
-            json.dumps(item.to_json(), allow_nan=False)
+            json.dumps(b.payload([item], equipment_form), allow_nan=False)
         except (ValueError, TypeError, OverflowError, InvalidOperation) as exc:
             problems.append(Problem(str(path), line, 1, f"cannot be sent as JSON: {exc}"))
             continue
@@ -231,7 +235,8 @@ async def cmd_bulk(
         )
         return 2
     cls, method = OPERATIONS[operation]
-    rows, problems = build_rows(path, cls, currency=currency)
+    form = config.cmms.equipment_identifier
+    rows, problems = build_rows(path, cls, currency=currency, equipment_form=form)
     if start_at < 1:
         problems.append(Problem(str(path), 0, 0, f"--start-at {start_at}: rows are numbered from 1"))
     elif not problems and start_at > len(rows):
@@ -245,7 +250,7 @@ async def cmd_bulk(
     items = [row.item for row in rows]
     if dry_run:
         chunks = list(b.chunks(items, chunk_size))
-        json.dump([[item.to_json() for item in chunk] for chunk in chunks], out, indent=2, default=str)
+        json.dump([b.payload(chunk, form) for chunk in chunks], out, indent=2, default=str)
         out.write("\n")
         print(f"{len(items)} item(s) in {len(chunks)} request(s) (dry run: nothing sent)", file=sys.stderr)
         return 0

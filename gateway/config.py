@@ -29,7 +29,7 @@ from gateway.core.errors import ConfigError, Problem
 from gateway.core.extras import need_jwt_library
 from gateway.core.listen import check_exposure, check_listen, is_loopback, listen_host, listen_port
 from gateway.core.yamlfile import YamlDoc, load_yaml
-from gateway.fleet.config import FleetSection
+from gateway.fleet.config import FleetSection, gateway_id_problem
 from gateway.sources.schema import SourceConfig
 
 DEFAULT_CONFIG_NAME = "gateway.yaml"
@@ -423,6 +423,11 @@ def _empty_secrets(doc: YamlDoc, config: Config) -> list[Problem]:
     return out
 
 
+def _fleet_gateway_id(doc: YamlDoc, config: Config) -> list[Problem]:
+    why = gateway_id_problem(config.gateway.id) if config.fleet is not None else None
+    return [doc.problem(("gateway", "id"), why)] if why else []
+
+
 def _exposure(doc: YamlDoc, config: Config) -> list[Problem]:
     """Beyond loopback, webhooks must be signed and the status page/API must ask for credentials."""
     http = config.http
@@ -481,6 +486,7 @@ def load_config(
         raise ConfigError(problems) from None
     problems.extend(_empty_secrets(doc, config))
     problems.extend(_exposure(doc, config))
+    problems.extend(_fleet_gateway_id(doc, config))
     if problems:
         raise ConfigError(problems)
     return config

@@ -72,6 +72,22 @@ async def test_spare_parts_with_prices_in_minor_units(tmp_path: Path) -> None:
         ]
 
 
+async def test_dry_run_prints_what_is_sent_with_the_configured_equipment_identifier(tmp_path: Path) -> None:
+    """Before: the dry run always showed {"type": "external"}; `equipment_identifier: plain` sent "EQ-1"."""
+    updates = tmp_path / "equipment.csv"
+    updates.write_text("id,name\nEQ-1,Press one\n")
+    async with run_mobility_work_sim(api_key=KEY) as sim:
+        path = config_file(tmp_path, sim.url)
+        path.write_text(path.read_text().replace("api_key:", "equipment_identifier: plain, api_key:"))
+        config = load_config(path)
+        dry = io.StringIO()
+        assert await cmd_bulk(config, "update-equipment", updates, dry_run=True, out=dry) == 0
+        assert sim.state.bulk == []
+        assert await cmd_bulk(config, "update-equipment", updates, out=io.StringIO()) == 0
+        assert json.loads(dry.getvalue()) == [r.items for r in sim.state.bulk]
+        assert sim.state.bulk[0].items == [{"id": "EQ-1", "name": "Press one"}]
+
+
 def test_every_bad_row_is_reported_with_its_line_and_nothing_is_built(tmp_path: Path) -> None:
     path = tmp_path / "parts.csv"
     path.write_text(

@@ -249,8 +249,8 @@ class EquipmentUpdate:
     tags: tuple[str, ...] | _Unset = UNSET
     custom_fields: tuple[CustomField, ...] | _Unset = UNSET
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": equipment_id(self.id)}
+    def to_json(self, equipment_form: EquipmentForm = "external") -> dict[str, Any]:
+        out: dict[str, Any] = {"id": equipment_id(self.id, equipment_form)}
         _put(out, "name", self.name)
         _put(out, "description", self.description)
         _put(out, "gtin", self.gtin)
@@ -311,6 +311,15 @@ class BulkResult:
         return [(i, d) for i, d in enumerate(self.deliveries) if d.outcome is not Outcome.DONE]
 
 
+def payload(items: Iterable[Any], equipment_form: EquipmentForm = "external") -> list[dict[str, Any]]:
+    """The JSON items of a request, as sent (and as `mw-gateway bulk --dry-run` prints them): an equipment
+    update's item code takes the form of `cmms.equipment_identifier`."""
+    return [
+        item.to_json(equipment_form) if isinstance(item, EquipmentUpdate) else item.to_json()
+        for item in items
+    ]
+
+
 def chunks(items: Sequence[Any], size: int = MAX_ITEMS) -> Iterable[Sequence[Any]]:
     if size < 1 or size > MAX_ITEMS:
         raise ValueError(f"chunk size must be within 1..{MAX_ITEMS}")
@@ -356,6 +365,10 @@ class MobilityWorkBulk:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    def payload(self, items: Iterable[Any]) -> list[dict[str, Any]]:
+        """What `_send` sends for these items (chunked)."""
+        return payload(items, self._equipment_form)
+
     async def create_spare_parts(self, items: Sequence[NewSparePart]) -> BulkResult:
         return await self._send("POST", "/partners/v1/spare-parts", items)
 
@@ -369,8 +382,7 @@ class MobilityWorkBulk:
         return await self._send("POST", "/partners/v1/equipments", items)
 
     async def update_equipment(self, items: Sequence[EquipmentUpdate]) -> BulkResult:
-        payload = [{**item.to_json(), "id": equipment_id(item.id, self._equipment_form)} for item in items]
-        return await self._send("POST", "/partners/v1/equipment/attributes", payload)
+        return await self._send("POST", "/partners/v1/equipment/attributes", items)
 
     async def create_locations(self, items: Sequence[NewLocation]) -> BulkResult:
         return await self._send("POST", "/partners/v1/locations/create/bulk", items)
@@ -379,9 +391,9 @@ class MobilityWorkBulk:
         return await self._send("POST", "/partners/v1/spare-parts/relocate/bulk", items)
 
     async def _send(self, method: str, path: str, items: Sequence[Any]) -> BulkResult:
-        payload = [item if isinstance(item, dict) else item.to_json() for item in items]
-        result = BulkResult(path=path, items=len(payload))
-        for chunk in chunks(payload, self.chunk_size):
+        body = self.payload(items)
+        result = BulkResult(path=path, items=len(body))
+        for chunk in chunks(body, self.chunk_size):
             delivery = await self._send_chunk(method, path, list(chunk))
             result.deliveries.append(delivery)
             if delivery.outcome is Outcome.PAUSE:

@@ -93,6 +93,21 @@ class FleetSection(BusSection):
     _h = field_validator("heartbeat", mode="before")(parse_duration)
 
 
+def gateway_id_problem(gateway_id: str) -> str | None:
+    """In a fleet the gateway id is a NATS subject token, a durable consumer's name and a status key: an id
+    that `names.token` would change could share them with another gateway (`press.1` and `press_1`)."""
+    from gateway.fleet import names  # only with fleet: (`run` without it imports no fleet code)
+
+    instead = names.token(gateway_id)
+    if instead == gateway_id:
+        return None
+    return (
+        f"gateway.id {gateway_id!r}: with fleet: the id names this gateway's NATS subject, consumer and "
+        f"status key, so use letters, digits, _ and - only (at most 64), e.g. id: {instead!r} (unique in the "
+        "fleet)"
+    )
+
+
 class RelayConfig(_Strict):
     """relay.yaml: `mw-gateway relay`, the fleet's internet-facing webhook intake."""
 

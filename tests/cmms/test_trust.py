@@ -5,7 +5,6 @@ server on loopback whose certificate is signed by a plant CA made here (not in c
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ipaddress
 import logging
 import ssl
@@ -18,13 +17,12 @@ import certifi
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.cmms.http import make_client
 from gateway.cmms.schema import HttpClientOptions
 from gateway.cmms.trust import system_trust
+from tests.pki import make_ca, make_leaf, write_cert, write_key
 
 OPENSSL_CAFILE, OPENSSL_CAPATH = "/nonexistent/openssl/cert.pem", "/nonexistent/openssl/certs"
 CERTIFI = Path(certifi.where()).read_text()
@@ -37,49 +35,20 @@ class Plant:
     server: ssl.SSLContext  # a server certificate for 127.0.0.1 signed by it
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
 @pytest.fixture(scope="module")
 def plant(tmp_path_factory: pytest.TempPathFactory) -> Plant:
     folder = tmp_path_factory.mktemp("plant-pki")
-    now = dt.datetime.now(dt.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("mw-gateway test plant CA"))
-        .issuer_name(_name("mw-gateway test plant CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(_name("cmms.plant.test"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (folder / "server.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    (folder / "server.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    ca, ca_key = make_ca("mw-gateway test plant CA")
+    leaf, key = make_leaf(
+        "cmms.plant.test",
+        ca,
+        ca_key,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(folder / "server.pem", folder / "server.key")
-    return Plant(folder / "ca.pem", server)
+    server.load_cert_chain(write_cert(folder / "server.pem", leaf), write_key(folder / "server.key", key))
+    return Plant(write_cert(folder / "ca.pem", ca), server)
 
 
 def _hashed_dir(folder: Path, *certs: Path) -> Path:

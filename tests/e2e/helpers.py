@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +67,14 @@ sources:
 
 
 class GatewayProcess:
-    """`mw-gateway run -c FILE` in a subprocess, its output captured to a file."""
+    """`mw-gateway run -c FILE` in a subprocess, its output captured to a file. `argv` is the command
+    before `run` (default: `python -m gateway.cli` of this checkout; bench_memory runs an installed one)."""
 
-    def __init__(self, config: Path, *, env: dict[str, str], http_port: int) -> None:
+    def __init__(
+        self, config: Path, *, env: dict[str, str], http_port: int, argv: Sequence[str] | None = None
+    ) -> None:
         self.config = config
+        self.argv = list(argv) if argv is not None else [sys.executable, "-m", "gateway.cli"]
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.http_port = http_port
         self.log_path = config.parent / "gateway.log"
@@ -79,7 +83,7 @@ class GatewayProcess:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "-c", str(self.config)],
+            [*self.argv, "run", "-c", str(self.config)],
             cwd=self.config.parent,
             env=self.env,
             stdout=log,

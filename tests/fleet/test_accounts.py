@@ -22,7 +22,7 @@ from gateway.fleet.config import BusSection, TlsSection
 from gateway.fleet.consumer import FleetConsumer
 from gateway.fleet.status import Heartbeat, read_fleet
 from gateway.sim.nats_cluster import NatsCluster
-from tests.sources.test_mqtt_tls import _ca, _leaf, _write_cert, _write_key
+from tests.pki import make_ca, make_leaf, write_cert, write_key
 
 FLEET = "acme"
 DENIED = nats.errors.TimeoutError  # a request on a subject the user may not publish to is dropped
@@ -31,23 +31,23 @@ PASSWORDS = {"line1": "pw-line1", "line2": "pw-line2"}
 
 @pytest.fixture
 def secured(tmp_path: Path) -> AsyncIterator[tuple[NatsCluster, TlsSection]]:  # type: ignore[misc]
-    ca, ca_key = _ca("fleet test CA")
-    server, server_key = _leaf(
+    ca, ca_key = make_ca("fleet test CA")
+    server, server_key = make_leaf(
         "localhost",
         ca,
         ca_key,
         ExtendedKeyUsageOID.SERVER_AUTH,
         [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
-    client, client_key = _leaf("line-client", ca, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH)
+    client, client_key = make_leaf("line-client", ca, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH)
     pki = tmp_path / "pki"
     pki.mkdir()
     files = {
-        "ca": _write_cert(pki / "ca.pem", ca),
-        "cert": _write_cert(pki / "server.pem", server),
-        "key": _write_key(pki / "server.key", server_key),
-        "ccert": _write_cert(pki / "client.pem", client),
-        "ckey": _write_key(pki / "client.key", client_key),
+        "ca": write_cert(pki / "ca.pem", ca),
+        "cert": write_cert(pki / "server.pem", server),
+        "key": write_key(pki / "server.key", server_key),
+        "ccert": write_cert(pki / "client.pem", client),
+        "ckey": write_key(pki / "client.key", client_key),
     }
     tls = (
         f'tls {{\n  cert_file: "{files["cert"]}"\n  key_file: "{files["key"]}"\n'

@@ -97,3 +97,23 @@ def test_headers_round_trip_and_msg_id() -> None:
     long = msg_id("line1", "k" * 500)
     assert len(long) < 100 and long.startswith("line1:sha256:")
     assert msg_id("line1", "k" * 500) == long
+
+
+@pytest.mark.parametrize(
+    ("gateway_id", "instead"), [("press.1", "press_1"), ("press 1", "press_1"), ("Presse-Nº1", "Presse-N_1")]
+)
+def test_a_fleet_gateway_id_must_be_its_own_subject_token(gateway_id: str, instead: str) -> None:
+    """Before: `press.1` and `press_1` both became the subject token, consumer and status key `press_1`, so
+    each relayed webhook reached only one of the two gateways and their heartbeats overwrote each other."""
+    text = (
+        f"gateway:\n  id: '{gateway_id}'\ncmms: {{kind: dry_run}}\nfleet:\n  nats: [nats://10.0.0.5:4222]\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(Path("/etc/gw/gateway.yaml"), text=text, env={})
+    (problem,) = [str(p) for p in err.value.problems]
+    assert problem.startswith("/etc/gw/gateway.yaml:2:7:"), problem
+    assert "letters, digits, _ and -" in problem and f"'{instead}'" in problem
+    # without fleet: the id only names this gateway: any text is fine
+    assert load_config(Path("gateway.yaml"), text=text.split("fleet:")[0], env={}).gateway.id == gateway_id
+    ok = text.replace(f"'{gateway_id}'", "press_1")
+    assert load_config(Path("gateway.yaml"), text=ok, env={}).gateway.id == "press_1"

@@ -4,7 +4,6 @@ certificates and a password file, all made by the test."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ipaddress
 import logging
 import shutil
@@ -19,14 +18,13 @@ from typing import Any
 import aiomqtt
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.core.samples import LinkState, Quality
 from gateway.sources.mqtt import MqttConnector
 from gateway.sources.registry import build_source
 from gateway.sources.schema import MqttSource
+from tests.pki import make_ca, make_leaf, write_cert, write_key
 from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running
 
 FAST = {"reconnect_delay": 0.05, "reconnect_max_delay": 0.2, "keepalive": 5, "timeout": 3}
@@ -52,108 +50,29 @@ class Pki:
     rogue_key: Path
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())  # fast to make, and mosquitto/OpenSSL take it
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return path
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> Path:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
-def _ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _leaf(
-    name: str,
-    ca: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    usage: x509.ObjectIdentifier,
-    san: list[x509.GeneralName] | None = None,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _key()
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-    )
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return builder.sign(ca_key, hashes.SHA256()), key
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     folder = tmp_path_factory.mktemp("pki")
-    ca, ca_key = _ca("mw-gateway test CA")
-    server, server_key = _leaf(
+    ca, ca_key = make_ca("mw-gateway test CA")
+    server, server_key = make_leaf(
         "localhost",
         ca,
         ca_key,
         ExtendedKeyUsageOID.SERVER_AUTH,
         [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
-    client, client_key = _leaf("gateway", ca, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH)
-    other_ca, other_ca_key = _ca("some other CA")
-    rogue, rogue_key = _leaf("gateway", other_ca, other_ca_key, ExtendedKeyUsageOID.CLIENT_AUTH)
+    client, client_key = make_leaf("gateway", ca, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH)
+    other_ca, other_ca_key = make_ca("some other CA")
+    rogue, rogue_key = make_leaf("gateway", other_ca, other_ca_key, ExtendedKeyUsageOID.CLIENT_AUTH)
     return Pki(
-        ca=_write_cert(folder / "ca.pem", ca),
-        server_cert=_write_cert(folder / "server.pem", server),
-        server_key=_write_key(folder / "server.key", server_key),
-        client_cert=_write_cert(folder / "client.pem", client),
-        client_key=_write_key(folder / "client.key", client_key),
-        other_ca=_write_cert(folder / "other-ca.pem", other_ca),
-        rogue_cert=_write_cert(folder / "rogue.pem", rogue),
-        rogue_key=_write_key(folder / "rogue.key", rogue_key),
+        ca=write_cert(folder / "ca.pem", ca),
+        server_cert=write_cert(folder / "server.pem", server),
+        server_key=write_key(folder / "server.key", server_key),
+        client_cert=write_cert(folder / "client.pem", client),
+        client_key=write_key(folder / "client.key", client_key),
+        other_ca=write_cert(folder / "other-ca.pem", other_ca),
+        rogue_cert=write_cert(folder / "rogue.pem", rogue),
+        rogue_key=write_key(folder / "rogue.key", rogue_key),
     )
 
 
