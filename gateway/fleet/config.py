@@ -140,6 +140,15 @@ class RelayConfig(_Strict):
     def _listen(cls, value: str) -> str:
         return check_listen(value, example="0.0.0.0:8443")
 
+    @field_validator("gateways")
+    @classmethod
+    def _gateways(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            problem = gateway_id_problem(name)
+            if problem is not None:  # such a gateway cannot be in the fleet: its events would go nowhere
+                raise ValueError(problem.removeprefix("gateway.id "))
+        return value
+
     @model_validator(mode="after")
     def _exposure(self) -> RelayConfig:
         check_exposure(

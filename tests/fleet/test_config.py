@@ -72,6 +72,7 @@ def test_relay_yaml() -> None:
         (RELAY.replace("127.0.0.1:8443", "0.0.0.0:8443"), ":1:", "reaches beyond this machine"),
         (RELAY + "rate_limit: -1\n", ":4:", "rate_limit"),
         (RELAY + "gatways: [a]\n", ":4:", "did you mean"),
+        (RELAY + "gateways: [press_1, press.1]\n", ":4:", "e.g. id: 'press_1'"),
     ],
 )
 def test_relay_yaml_mistakes(text: str, where: str, needle: str) -> None:
