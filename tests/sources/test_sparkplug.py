@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,23 @@ async def test_ndeath_with_matching_bdseq_marks_node_and_devices_bad_once(collec
     await born(src, bdseq=5)  # a new session: good again
     assert values(collector, "line3.temp") == [21.5, "BAD", 21.5]
     assert values(collector, "line3.strokes") == [1000, "BAD", 1000]
+
+
+async def test_a_nan_is_bad_and_the_death_after_it_adds_no_second_bad_sample(collector: Collector) -> None:
+    """A Double NaN is a BAD sample (the Sink's check); the signal then counts as BAD like any other, so the
+    node's death marks only the signals that were still good."""
+    src = make()
+    src.bind(collector)
+    await born(src, bdseq=4)
+    await src.on_message(f"spBv1.0/{G}/NDATA/Press1", codec.encode([(None, 1, T.DOUBLE, math.nan)], seq=2))
+    assert values(collector, "line3.temp") == [21.5, "BAD"]
+    assert collector.of("line3.temp")[-1].reason == "value is NaN"
+    death = codec.encode([("bdSeq", None, T.UINT64, 4)], timestamp_ms=2000)
+    await src.on_message(f"spBv1.0/{G}/NDEATH/Press1", death)
+    assert values(collector, "line3.temp") == [21.5, "BAD"]  # already BAD: no second sample
+    assert values(collector, "line3.offset") == [-12, "BAD"]
+    await born(src, bdseq=5)
+    assert values(collector, "line3.temp") == [21.5, "BAD", 21.5]
 
 
 async def test_ddeath_marks_only_that_device_bad(collector: Collector) -> None:
