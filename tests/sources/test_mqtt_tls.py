@@ -29,7 +29,7 @@ from gateway.sources import sparkplug_codec
 from gateway.sources.mqtt import MqttConnector
 from gateway.sources.registry import build_source
 from gateway.sources.schema import MqttSource
-from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running
+from tests.sources.conftest import Collector, running, until
 
 FAST = {"reconnect_delay": 0.05, "reconnect_max_delay": 0.2, "keepalive": 5, "timeout": 3}
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -249,15 +249,6 @@ def publisher(broker: TlsBroker, pki: Pki) -> aiomqtt.Client:
             ca_certs=str(pki.ca), certfile=str(pki.client_cert), keyfile=str(pki.client_key)
         ),
     )
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Poll a source's counters (they change without a sample to wake a Collector)."""
-    for _ in range(int(SAFETY_TIMEOUT_S / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 # ---------------------------------------------------------------- tests

@@ -9,7 +9,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from gateway.sources.sparkplug import SparkplugConnector, parse_topic
 from gateway.sources.sparkplug_browse import list_sparkplug, signals_block
 from gateway.sources.sparkplug_codec import DataType as T
 from tests.engine.helpers import T0, engine
-from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running
+from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running, until
 from tests.sources.test_mqtt import Broker, broker
 
 __all__ = ["broker"]  # the shared mosquitto fixture, imported from test_mqtt
@@ -66,15 +66,6 @@ def make(port: int = 1, *, clock: ManualClock | None = None, **options: Any) -> 
     built = build_source("line3", config, clock=clock, gateway_id="test")
     assert isinstance(built, SparkplugConnector)
     return built
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """For state that changes without a sample (the link, counters): poll, bounded by the safety timeout."""
-    for _ in range(int(SAFETY_TIMEOUT_S / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 def values(c: Collector, signal: str) -> list[Any]:
