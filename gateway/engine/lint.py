@@ -28,8 +28,10 @@ from gateway.core.yamlfile import YamlDoc, load_yaml
 from gateway.engine import templates as tpl
 from gateway.engine.loader import rule_files
 from gateway.engine.model import Rule
+from gateway.engine.triggers import WHEN_MODELS
 
-SIGNAL_KEYS = ("signal", "counter", "stale", "hours", "count")  # when: keys whose string value is a signal
+# when: keys whose string value is a signal, as the trigger kinds declare them
+SIGNAL_KEYS = tuple(sorted({key for model in WHEN_MODELS.values() for key in model.signal_keys}))
 
 
 def _type_of(name: str, types: Mapping[str, str]) -> str | None:

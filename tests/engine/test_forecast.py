@@ -91,3 +91,21 @@ def test_human_durations():
         "1 d 1 h",
         "2 d",
     ]
+
+
+def test_a_clock_step_keeps_the_forecast(tmp_path):
+    """Before: after a step back of a day the checkpoints lay a day in the future: "not enough history yet",
+    and no new checkpoint was taken for a day."""
+    from tests.engine.helpers import good
+
+    for text, signal, values in (
+        (COUNTER, "press1.strokes", [i * 100 for i in range(61)]),
+        (HOURS, "pump7.running", [True] * 61),
+    ):
+        eng = engine(tmp_path, text)
+        feed(eng, signal, values)  # one sample a minute for an hour
+        back = T0 + 60 * 60 - 86400 + 60  # the clock steps back a day; a minute of real time later
+        value = values[-1] + 100 if signal == "press1.strokes" else True
+        eng.process(good(signal, value, back), back)
+        fc = _forecast(eng, back)
+        assert fc["eta_s"] is not None and fc["basis_s"] >= 3600 - 60, fc["text"]

@@ -50,6 +50,9 @@ class WhenModel(Strict):
     # Trigger keys of other kinds this kind's block may hold (`signal` in `{signal: x, avg: 10m}`): the
     # registry then selects this kind when both keys are present.
     carries: ClassVar[tuple[str, ...]] = ()
+    # Keys of the block whose value names one signal (`counter: press1.strokes`): `check` looks each up among
+    # the configured signals even when the rule's schema is wrong (lint.py).
+    signal_keys: ClassVar[tuple[str, ...]] = ()
 
     @property
     def signals(self) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ class CountWhen(WhenModel):
     """At least `at_least` rising edges of `count` (or of its bit `bit`) in the last `within`."""
 
     kind: ClassVar[str] = "count"
+    signal_keys: ClassVar[tuple[str, ...]] = ("count",)
     count: SignalName
     bit: Annotated[int, Field(strict=True, ge=0, le=63)] | None = None
     within: Duration

@@ -52,6 +52,7 @@ class CounterWhen(WhenModel):
     """Meter-based maintenance: fires once per `every` units of increase of a counter signal."""
 
     kind: ClassVar[str] = "counter"
+    signal_keys: ClassVar[tuple[str, ...]] = ("counter",)
     counter: SignalName
     every: Annotated[Number, Field(gt=0)]
     wrap: (
@@ -205,6 +206,10 @@ class CounterRuntime(RuleRuntime):
         if now >= self.rate.due:
             self.rate.add(now, new_total)
         return self._crossings(sample, v, now)
+
+    def shift(self, delta: float) -> None:
+        super().shift(delta)
+        self.rate.shift(delta)
 
     def _step(self, prev: Number_, v: Number_) -> tuple[Step, Number_]:
         if v >= prev:

@@ -36,8 +36,12 @@ class RateWindow:
         points.append((now, meter))
         self.due = now + CHECKPOINT_S
 
-    def moved(self, now: float) -> None:
-        self.moved_at = now
+    def shift(self, delta: float) -> None:
+        """The wall clock stepped by `delta` (engine/clockwatch.py): the checkpoints move with it."""
+        self.points = deque(((t + delta, m) for t, m in self.points), maxlen=self.points.maxlen)
+        self.due += delta
+        if self.moved_at is not None:
+            self.moved_at += delta
 
     def forecast(
         self, now: float, meter: float | None, target: float | None, *, unit: str, running: bool | None = None

@@ -51,6 +51,7 @@ class HoursWhen(WhenModel):
     """Running-hours maintenance: time accumulated while a boolean signal (or an expression) is true."""
 
     kind: ClassVar[str] = "hours"
+    signal_keys: ClassVar[tuple[str, ...]] = ("hours",)
     nested: ClassVar[Mapping[tuple[str, ...], type[BaseModel]]] = {("hours",): HoursExpr}
     hours: SignalName | HoursExpr
     every: Annotated[Number, BeforeValidator(_hours), Field(gt=0)]  # hours
@@ -169,6 +170,7 @@ class HoursRuntime(RuleRuntime):
         super().shift(delta)
         if self.last_t is not None:
             self.last_t += delta
+        self.rate.shift(delta)
 
     def export(self) -> dict[str, Any]:
         return {**super().export(), "acc_s": self.acc_s, "next_s": self.next_s, "every_s": self.every_s}

@@ -34,6 +34,7 @@ class SignalWhen(WhenModel):
     """A condition on one signal: exactly one of above / below / equals / in / bit."""
 
     kind: ClassVar[str] = "signal"
+    signal_keys: ClassVar[tuple[str, ...]] = ("signal",)
     signal: SignalName
     above: Number | None = None
     below: Number | None = None

@@ -32,6 +32,7 @@ class StaleWhen(WhenModel):
     """No good sample of a signal for `for`: a machine or a link is down."""
 
     kind: ClassVar[str] = "stale"
+    signal_keys: ClassVar[tuple[str, ...]] = ("stale",)
     stale: SignalName
     for_: PositiveDuration = Field(alias="for")
 

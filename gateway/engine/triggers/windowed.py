@@ -9,7 +9,7 @@ The windows themselves (bounded memory, constant time per sample) are in window.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -32,6 +32,7 @@ class WindowedCondition(Strict):
     `for`, the hysteresis keys; and keys that belong to other kinds, accepted here only to be refused with
     a message that says where they go."""
 
+    signal_keys: ClassVar[tuple[str, ...]] = ("signal",)
     signal: SignalName
     above: Number | None = None
     below: Number | None = None
@@ -109,18 +110,17 @@ class AggregateFields(WindowedCondition):
         return {"window": seconds(self.window), "coverage": 1.0}
 
 
-def comparisons(
-    when: WindowedCondition,
-) -> tuple[Callable[[float], bool], Callable[[float], bool]]:
-    """(condition, reset) as functions of the windowed value; the reset is the hysteresis."""
+def reset_of(when: WindowedCondition) -> Callable[[float], bool]:
+    """The re-arm test on the windowed value: the hysteresis, or the condition false (decide() tests the
+    condition itself inline)."""
     if when.above is not None:
         above = when.above
         rb = when.reset_below
-        return (lambda v: v > above), ((lambda v: v < rb) if rb is not None else (lambda v: not v > above))
+        return (lambda v: v < rb) if rb is not None else (lambda v: not v > above)
     below = when.below
     assert below is not None
     ra = when.reset_above
-    return (lambda v: v < below), ((lambda v: v > ra) if ra is not None else (lambda v: not v < below))
+    return (lambda v: v > ra) if ra is not None else (lambda v: not v < below)
 
 
 def seconds(window: float) -> float:
@@ -159,7 +159,7 @@ class WindowedRuntime(LatchedRuntime):
     re-arm) while the value cannot be computed. Persisted: phase, since, and the window (`window`), whose
     value then holding is cut at the last time seen: the gateway's downtime is a hole."""
 
-    __slots__ = ("above", "cond", "evaluated", "limit", "reset", "seg", "shown", "signal", "win")
+    __slots__ = ("above", "evaluated", "limit", "reset", "seg", "shown", "signal", "win")
 
     def __init__(self, compiled: CompiledView, host: Host, seg: Segments) -> None:
         when = compiled.rule.when
@@ -167,9 +167,7 @@ class WindowedRuntime(LatchedRuntime):
         super().__init__(compiled, host, when.for_)
         self.needs_tick = True
         self.signal: str = when.signal
-        self.cond: Callable[[float], bool]
-        self.reset: Callable[[float], bool]
-        self.cond, self.reset = comparisons(when)
+        self.reset: Callable[[float], bool] = reset_of(when)
         self.above: bool = when.above is not None
         self.limit: float = when.threshold
         self.seg: Segments = seg
@@ -286,11 +284,6 @@ class AggregateRuntime(WindowedRuntime):
         value, covered = self.seg.aggregate(now, self.function)
         self.covered = covered
         return None if covered < self.needed else value
-
-    def evaluate(self, now: float) -> Firings:
-        value, covered = self.seg.aggregate(now, self.function)
-        self.covered = covered
-        return self.decide(None if covered < self.needed else value, now)
 
     def on_sample(self, sample: Sample, now: float) -> Firings:
         # WindowedRuntime.on_sample with the common case inlined: a good number, armed, condition false.
