@@ -114,17 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
         "browse",
         help="list what an OPC UA server (or a Sparkplug B group) offers, or print a ready sources: block",
         description="Walk an OPC UA server's address space (the password of --username is read from "
-        "$MW_OPCUA_PASSWORD), or list the Sparkplug B edge nodes of a group from their births.",
+        "$MW_OPCUA_PASSWORD), or list the Sparkplug B edge nodes of a group from their births (the "
+        "password of --username from $MW_MQTT_PASSWORD).",
     )
     p.add_argument("url", help="opc.tcp://HOST:PORT[/PATH], or mqtt://HOST:PORT with --sparkplug GROUP")
     p.add_argument("--root", metavar="NODE", help="start here (a node id; default: the Objects folder)")
     p.add_argument("--depth", type=int, metavar="N", help="levels below the root (default: all)")
     p.add_argument("--yaml", metavar="SOURCE", help="print a gateway.yaml sources: block for source SOURCE")
     p.add_argument("--security", help="e.g. Basic256Sha256,SignAndEncrypt (as in gateway.yaml)")
-    p.add_argument("--certificate", help="client certificate (default: generated under ./state/opcua)")
+    p.add_argument("--certificate", help="client certificate (OPC UA default: generated under ./state/opcua)")
     p.add_argument("--private-key", help="the client certificate's private key")
+    p.add_argument("--ca", help="mqtts: the CA certificate of the broker (default: the system's)")
     p.add_argument("--server-certificate", help="the server's certificate, to trust")
-    p.add_argument("--username", help="user name (password from $MW_OPCUA_PASSWORD)")
+    p.add_argument(
+        "--username", help="user name (password from $MW_OPCUA_PASSWORD, Sparkplug: $MW_MQTT_PASSWORD)"
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
     p.add_argument(
         "--max-references",
@@ -161,8 +165,19 @@ def cmd_browse(args: argparse.Namespace) -> int:
     if args.sparkplug is not None and args.url.startswith(("mqtt://", "mqtts://")):
         from gateway.sources.sparkplug_browse import cmd_browse as browse_sparkplug
 
+        login = {
+            "username": args.username,
+            "ca": args.ca,
+            "certificate": args.certificate,
+            "private_key": args.private_key,
+        }
         return browse_sparkplug(
-            args.url, args.sparkplug, seconds=args.seconds, yaml_source=args.yaml, rebirth=args.rebirth
+            args.url,
+            args.sparkplug,
+            seconds=args.seconds,
+            yaml_source=args.yaml,
+            rebirth=args.rebirth,
+            **login,
         )
     if args.url.startswith("opc.tcp://"):
         from gateway.tools.browse import cmd_browse_opcua

@@ -86,6 +86,10 @@ class Sink:
         self._source = source
         self._bad: dict[str, str] = {}  # signal -> reason of its last BAD sample
 
+    def is_bad(self, signal: str) -> bool:
+        """Whether the last sample of `signal` was BAD (a NaN handed to good() included)."""
+        return signal in self._bad
+
     def good(self, signal: str, value: Value, ts: float | None = None, *, retained: bool = False) -> None:
         """A GOOD sample; `retained`: the last known value handed over again, not a new observation (it does
         not count as the source's last sample either)."""

@@ -66,6 +66,22 @@ class _Renumbered(Exception):
     re-created subscription monitors (the server restarted with its address space numbered differently)."""
 
 
+class _Namespaces:
+    """The server's namespace array, read once per pass over the signals (at connect, when checking the names
+    after a reconnect, on each look for missing nodes) when a name first needs it: `nsu=` ids and namespace
+    aliases resolve from it, not with one Read each."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._uris: list[str] | None = None
+
+    async def index(self, uri: str) -> int:
+        """The index the server gives `uri` now; ValueError when it has no such namespace."""
+        if self._uris is None:
+            self._uris = list(await self._client.get_namespace_array())
+        return self._uris.index(uri)
+
+
 class OpcuaConnector:
     """A Source subscribed to one OPC UA server."""
 
@@ -141,12 +157,12 @@ class OpcuaConnector:
             )
         return client
 
-    async def _resolve(self, client: Client, signal: OpcuaSignal) -> Node:
+    async def _resolve(self, client: Client, signal: OpcuaSignal, namespaces: _Namespaces) -> Node:
         if signal.node is not None:
             text = signal.node.strip()
             if text.startswith("nsu="):
                 uri, _, rest = text[4:].partition(";")
-                text = f"ns={await client.get_namespace_index(uri)};{rest}"
+                text = f"ns={await namespaces.index(uri)};{rest}"
             return client.get_node(ua.NodeId.from_string(text))
         assert signal.browse_path is not None
         parts = [p for p in signal.browse_path.strip("/").split("/") if p]
@@ -156,7 +172,7 @@ class OpcuaConnector:
         for part in parts:
             prefix, colon, rest = part.partition(":")
             if colon and prefix in self.config.namespaces:  # an alias: the index the server gives it now
-                part = f"{await client.get_namespace_index(self.config.namespaces[prefix])}:{rest}"
+                part = f"{await namespaces.index(self.config.namespaces[prefix])}:{rest}"
             resolved.append(part)
         return await client.nodes.objects.get_child(resolved)
 
@@ -171,12 +187,7 @@ class OpcuaConnector:
                 await client.connect()
             except (OSError, TimeoutError, ConnectionError, UaError, AssertionError) as exc:
                 self.stats.errors += 1
-                reason = self._connect_failure(exc)
-                if self._link.down(reason):
-                    sink.all_bad(self.signals, f"link down: {reason}")
-                    if self._alarms:
-                        self._alarms.link_down(sink, f"link down: {reason}")
-                    self._good.clear()
+                self._mark_down(sink, self._connect_failure(exc))
                 await _disconnect(client)
                 _raise_if_cancelled()
                 await asyncio.sleep(backoff.next())
@@ -191,16 +202,23 @@ class OpcuaConnector:
                 renumbered = True
             except (OSError, TimeoutError, ConnectionError, UaError) as exc:
                 self.stats.errors += 1
-                if self._link.down(_describe(exc)):
-                    sink.all_bad(self.signals, f"link down: {_describe(exc)}")
-                    if self._alarms:
-                        self._alarms.link_down(sink, f"link down: {_describe(exc)}")
-                    self._good.clear()
+                self._mark_down(sink, _describe(exc))
             finally:
                 await _disconnect(client)
             _raise_if_cancelled()
             if not renumbered:
                 await asyncio.sleep(backoff.next())
+
+    def _mark_down(self, sink: Sink, reason: str, short: str | None = None) -> None:
+        """The link is down for `reason`: when it just went down, every signal and alarm is BAD ("link down:
+        " and `short`, or the reason) and no value is confirmed any more."""
+        if not self._link.down(reason):
+            return
+        why = f"link down: {short or reason}"
+        sink.all_bad(self.signals, why)
+        if self._alarms:
+            self._alarms.link_down(sink, why)
+        self._good.clear()
 
     def _connect_failure(self, exc: BaseException) -> str:
         """Why the connection failed, in words a person can act on. A secured handshake that the server
@@ -247,7 +265,10 @@ class OpcuaConnector:
         )
         await self._monitor(client, sub, dict(self.signals), by_node, resolved, missing, sink)
         if self._alarms:
-            await self._alarms.subscribe(client, sub, lambda n: self._resolve(client, OpcuaSignal(node=n)))
+            namespaces = _Namespaces(client)
+            await self._alarms.subscribe(
+                client, sub, lambda n: self._resolve(client, OpcuaSignal(node=n), namespaces)
+            )
         # Not a TaskGroup: on Python 3.11 a child failing while the group is already exiting leaves our task
         # marked as cancelling (fixed in 3.12), and the exception would come wrapped in an ExceptionGroup.
         tasks = [
@@ -281,11 +302,12 @@ class OpcuaConnector:
         """Resolve `signals` and add monitored items for them; what fails goes to `missing` (a BAD sample and
         one WARNING per reason the first time; nothing on a retry)."""
         by_name = self._by_name()
+        namespaces = _Namespaces(client)
         groups: dict[float, list[Node]] = {}
         pending: dict[Any, list[str]] = {}
         for name, signal in signals.items():
             try:
-                node = await self._resolve(client, signal)
+                node = await self._resolve(client, signal, namespaces)
             except (UaError, ValueError, KeyError) as exc:
                 missing[name] = signal
                 if not retry:
@@ -395,11 +417,7 @@ class OpcuaConnector:
                             await self._alarms.refresh()
                 elif self._link.is_up and state in (UaClientState.RECONNECTING, UaClientState.DISCONNECTED):
                     self.stats.errors += 1
-                    if self._link.down("connection lost; asyncua is reconnecting"):
-                        sink.all_bad(self.signals, "link down: connection lost")
-                        if self._alarms:
-                            self._alarms.link_down(sink, "link down: connection lost")
-                        self._good.clear()
+                    self._mark_down(sink, "connection lost; asyncua is reconnecting", "connection lost")
                 supervisor = getattr(client, "_supervisor_task", None)
                 if supervisor is not None and supervisor.done():
                     raise ConnectionError("the OPC UA client stopped reconnecting")
@@ -407,9 +425,10 @@ class OpcuaConnector:
     async def _check_names(self, client: Client, resolved: dict[str, Any]) -> None:
         """Resolve the signals given by name again; _Renumbered when one now points elsewhere."""
         by_name = self._by_name()
+        namespaces = _Namespaces(client)
         for name, before in resolved.items():
             try:
-                now = (await self._resolve(client, by_name[name])).nodeid
+                now = (await self._resolve(client, by_name[name], namespaces)).nodeid
             except (UaError, ValueError, KeyError):
                 now = None
             if now != before:

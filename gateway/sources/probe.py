@@ -195,7 +195,8 @@ async def probe_source(
     gateway_id: str = "mw-gateway",
 ) -> list[Reading]:
     """Read every signal of one source once. Never raises for a device or network problem."""
-    source = _probing_source(name, config, {}, state_dir=state_dir, gateway_id=gateway_id)
+    raw: dict[str, str] = {}
+    source = _probing_source(name, config, raw, state_dir=state_dir, gateway_id=gateway_id)
     expected = source.signal_names()
     exact = [s for s in expected if not any(c in s for c in "*?[")]
     patterns = [s for s in expected if s not in exact]
@@ -205,8 +206,6 @@ async def probe_source(
         if problem:
             return [Reading(s, "bad", error=problem) for s in expected]
 
-    raw: dict[str, str] = {}
-    source = _probing_source(name, config, raw, state_dir=state_dir, gateway_id=gateway_id)
     first: dict[str, Sample] = {}
     changed = asyncio.Event()
 

@@ -122,7 +122,6 @@ class SparkplugConnector:
             self._wanted.setdefault((spec.node, spec.device, spec.metric), []).append(full)
             self._by_scope.setdefault((spec.node, spec.device), []).append(full)
         self._nodes: dict[str, _Node] = {}
-        self._bad: set[str] = set()  # signals whose last sample was BAD
         self._sink: Sink | None = None
         self._client: aiomqtt.Client | None = None
         self.rebirth_requests = 0  # NCMD rebirths published (for tests and /metrics-like views)
@@ -333,7 +332,7 @@ class SparkplugConnector:
         scope = self._scope_text(node_id, device)
         for (n, d, name), signals in self._wanted.items():
             if n == node_id and d == device and name not in seen:
-                if any(signal not in self._bad for signal in signals):
+                if not all(sink.is_bad(signal) for signal in signals):
                     log.warning("%s: %s has no metric %r in its birth", self._what, scope, name)
                 self._mark_bad(signals, f"no metric {name!r} in the birth of {scope}", sink)
 
@@ -380,11 +379,9 @@ class SparkplugConnector:
             value = codec.value_of(metric, datatype)
         except codec.ValueProblem as exc:
             for signal in signals:
-                self._bad.add(signal)
                 sink.garbage(signal, f"{exc} ({self._scope_text(node_id, device)} metric {name!r})", ts)
             return
         for signal in signals:
-            self._bad.discard(signal)
             sink.good(signal, value, ts)
 
     # ------------------------------------------------------------ helpers
@@ -408,9 +405,8 @@ class SparkplugConnector:
             self.rebirth_requests += 1
 
     def _mark_bad(self, signals: Iterable[str], reason: str, sink: Sink) -> None:
-        fresh = [s for s in signals if s not in self._bad]
-        self._bad.update(fresh)
-        sink.all_bad(fresh, reason)
+        """A BAD sample for each of `signals` whose last sample was not BAD already."""
+        sink.all_bad([s for s in signals if not sink.is_bad(s)], reason)
 
     def _all_signals(self) -> list[str]:
         return [s for names in self._by_scope.values() for s in names]

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -22,6 +24,7 @@ import aiomqtt
 from gateway.sources import sparkplug_codec as codec
 from gateway.sources.sparkplug import NAMESPACE, parse_topic
 
+PASSWORD_ENV = "MW_MQTT_PASSWORD"
 _CONTROL = ("Node Control/", "Device Control/")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]+")
 
@@ -139,9 +142,16 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def signals_block(listing: Listing, *, source: str | None = None, url: str = "mqtt://HOST:1883") -> str:
+def signals_block(
+    listing: Listing,
+    *,
+    source: str | None = None,
+    url: str = "mqtt://HOST:1883",
+    connection: Mapping[str, str] | None = None,
+) -> str:
     """YAML for gateway.yaml: a `signals:` block (with the whole source entry around it when `source` is
-    given). Unsupported metrics are listed as comments with their datatype."""
+    given, with the `connection` keys and their YAML values: username, ca...). Unsupported metrics are listed
+    as comments with their datatype."""
     lines: list[str] = []
     indent = ""
     if source is not None:
@@ -152,6 +162,7 @@ def signals_block(listing: Listing, *, source: str | None = None, url: str = "mq
             f"  group: {_quote(listing.group)}",
             "  host_id: CHANGE-ME  # this gateway's own host id; never a SCADA host's",
         ]
+        lines += [f"  {key}: {value}" for key, value in (connection or {}).items()]
         indent = "  "
     lines.append(f"{indent}signals:")
     taken: set[str] = set()
@@ -190,15 +201,44 @@ def format_listing(listing: Listing) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cmd_browse(url: str, group: str, *, seconds: float, yaml_source: str | None, rebirth: bool) -> int:
-    """`mw-gateway browse mqtt://HOST:PORT --sparkplug GROUP`: 0 when at least one birth was seen."""
+def cmd_browse(
+    url: str,
+    group: str,
+    *,
+    seconds: float,
+    yaml_source: str | None,
+    rebirth: bool,
+    username: str | None = None,
+    ca: str | None = None,
+    certificate: str | None = None,
+    private_key: str | None = None,
+) -> int:
+    """`mw-gateway browse mqtt://HOST:PORT --sparkplug GROUP`: 0 when at least one birth was seen. The
+    password of `username` is read from $MW_MQTT_PASSWORD (never on the command line)."""
+    password = os.environ.get(PASSWORD_ENV, "") if username else None
     try:
-        listing = asyncio.run(list_sparkplug(url, group, seconds, rebirth=rebirth))
+        listing = asyncio.run(
+            list_sparkplug(
+                url,
+                group,
+                seconds,
+                username=username,
+                password=password,
+                ca=ca,
+                certificate=certificate,
+                private_key=private_key,
+                rebirth=rebirth,
+            )
+        )
     except aiomqtt.MqttError as exc:
         print(f"{url}: {exc}", file=sys.stderr)
         return 1
     if yaml_source is not None:
-        print(signals_block(listing, source=yaml_source, url=url), end="")
+        connection = {"ca": ca, "certificate": certificate, "private_key": private_key, "username": username}
+        settings = {key: _quote(value) for key, value in connection.items() if value is not None}
+        if username:
+            settings["password"] = f"${{{PASSWORD_ENV}}}"
+        print(signals_block(listing, source=yaml_source, url=url, connection=settings), end="")
     else:
         print(format_listing(listing), end="")
     return 0 if any(scope.birth_seen for scope in listing.scopes.values()) else 1

@@ -65,7 +65,7 @@ def collector() -> Collector:
     return Collector()
 
 
-async def until(predicate: Callable[[], bool], what: str = "condition", step_s: float = 0.05) -> None:
+async def until(predicate: Callable[[], bool], what: str = "condition", step_s: float = 0.01) -> None:
     """Wait for a condition that no sample announces (a counter, a log line), checking every step_s."""
     for _ in range(int(SAFETY_TIMEOUT_S / step_s)):
         if predicate():

@@ -24,7 +24,7 @@ from gateway.core.samples import LinkState, Quality
 from gateway.sim.plc import run_modbus_press
 from gateway.sources.modbus import ModbusConnector
 from gateway.sources.schema import ModbusSource
-from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector
+from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, until
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"poll": 0.01, "timeout": 0.2, "reconnect_delay": 0.02, "reconnect_max_delay": 0.1}
@@ -35,16 +35,6 @@ def source(port: int, signals: dict[str, Any], **options: Any) -> ModbusConnecto
         {"protocol": "modbus", "host": "127.0.0.1", "port": port, **FAST, **options, "signals": signals}
     )
     return ModbusConnector("m", config)
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Wait for a condition that the source's own progress makes true (the guard only stops a hung test)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SAFETY_TIMEOUT_S
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.005)
 
 
 def test_backoff_stays_capped_however_long_the_outage() -> None:

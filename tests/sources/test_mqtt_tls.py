@@ -20,12 +20,14 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from gateway.cli import main as cli_main
 from gateway.core.samples import LinkState, Quality
+from gateway.sources import sparkplug_codec
 from gateway.sources.mqtt import MqttConnector
 from gateway.sources.registry import build_source
 from gateway.sources.schema import MqttSource
 from tests.pki import make_ca, make_leaf, write_cert, write_key
-from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running
+from tests.sources.conftest import Collector, running, until
 
 FAST = {"reconnect_delay": 0.05, "reconnect_max_delay": 0.2, "keepalive": 5, "timeout": 3}
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -168,15 +170,6 @@ def publisher(broker: TlsBroker, pki: Pki) -> aiomqtt.Client:
     )
 
 
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Poll a source's counters (they change without a sample to wake a Collector)."""
-    for _ in range(int(SAFETY_TIMEOUT_S / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
-
-
 # ---------------------------------------------------------------- tests
 
 
@@ -249,3 +242,31 @@ async def test_refused_connection_is_a_bad_link_with_one_clear_error_and_no_secr
         text = record.getMessage() + (record.exc_text or "")
         assert PASSWORD not in text and WRONG_PASSWORD not in text, (case, text)
         assert "PRIVATE KEY" not in text
+
+
+async def test_sparkplug_browse_logs_in_with_the_command_line_options(
+    broker: TlsBroker, pki: Pki, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`browse mqtts://... --sparkplug GROUP` connects with --ca, --certificate, --private-key and --username
+    (the password from $MW_MQTT_PASSWORD); without the login the broker refuses it, said on stderr."""
+    monkeypatch.setenv("MW_MQTT_PASSWORD", PASSWORD)
+    tls = ["--ca", str(pki.ca), "--certificate", str(pki.client_cert), "--private-key", str(pki.client_key)]
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    args = ["browse", url, "--sparkplug", "Plant1", "--seconds", "1.5", "--yaml", "line3", *tls]
+    birth = sparkplug_codec.encode([("Temperature", 1, sparkplug_codec.DataType.DOUBLE, 21.5)], seq=0)
+    browsing = asyncio.create_task(asyncio.to_thread(cli_main, [*args, "--username", "gateway"]))
+    async with publisher(broker, pki) as pub:
+        while not browsing.done():  # births are not retained: publish them while it listens
+            await pub.publish("spBv1.0/Plant1/NBIRTH/Press1", birth, qos=1)
+            await asyncio.sleep(0.05)
+    assert await browsing == 0
+    out = capsys.readouterr().out
+    assert "  press1_temperature: {node: Press1, metric: Temperature}  # Double\n" in out
+    assert "  username: gateway\n  password: ${MW_MQTT_PASSWORD}\n" in out
+    assert f'  ca: "{pki.ca}"\n' in out
+    assert PASSWORD not in out
+    # the login is what the broker checks: without it, refused (exit 1, the reason on stderr)
+    assert await asyncio.to_thread(cli_main, args) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"{url}: ") and "not authorized" in captured.err.lower(), captured.err

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncua.client.client import Client
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -253,3 +254,40 @@ async def test_generated_client_certificate_and_rejected_password(
     assert all(
         "wrong-password" not in r.getMessage() and "s3cret" not in r.getMessage() for r in caplog.records
     )
+
+
+async def test_namespace_array_is_read_once_per_pass(
+    collector: Collector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nsu=` ids and namespace aliases resolve from one Read of the server's namespace array at connect, not
+    one Read per signal and per path part."""
+    reads = 0
+    read_array = Client.get_namespace_array
+
+    async def counted(client: Client) -> list[str]:
+        nonlocal reads
+        reads += 1
+        return await read_array(client)
+
+    monkeypatch.setattr(Client, "get_namespace_array", counted)
+    async with run_opcua_press(simulate=False) as plc:
+        await plc.write("StrokeCounter", 1234)
+        src = source(
+            plc.url,
+            {
+                "strokes": f"nsu={NAMESPACE_URI};s=Press1.StrokeCounter",
+                "running": {"browse_path": "sim:Press1/sim:Running"},
+                "strokes_path": {"browse_path": "sim:Press1/sim:StrokeCounter"},
+            },
+            tmp_path,
+            namespaces={"sim": NAMESPACE_URI},
+        )
+        async with running(src, collector):
+            await collector.wait_for(
+                lambda: all(collector.good(f"press.{n}") for n in ("strokes", "running", "strokes_path")),
+                "every signal",
+            )
+    assert collector.good("press.strokes")[0].value == 1234
+    assert collector.good("press.strokes_path")[0].value == 1234
+    assert collector.good("press.running")[0].value is True
+    assert reads == 1

@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+import math
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from gateway.sources.sparkplug import SparkplugConnector, parse_topic
 from gateway.sources.sparkplug_browse import list_sparkplug, signals_block
 from gateway.sources.sparkplug_codec import DataType as T
 from tests.engine.helpers import T0, engine
-from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running
+from tests.sources.conftest import SAFETY_TIMEOUT_S, Collector, running, until
 from tests.sources.test_mqtt import Broker, broker
 
 __all__ = ["broker"]  # the shared mosquitto fixture, imported from test_mqtt
@@ -65,15 +66,6 @@ def make(port: int = 1, *, clock: ManualClock | None = None, **options: Any) -> 
     built = build_source("line3", config, clock=clock, gateway_id="test")
     assert isinstance(built, SparkplugConnector)
     return built
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """For state that changes without a sample (the link, counters): poll, bounded by the safety timeout."""
-    for _ in range(int(SAFETY_TIMEOUT_S / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 def values(c: Collector, signal: str) -> list[Any]:
@@ -132,6 +124,23 @@ async def test_ndeath_with_matching_bdseq_marks_node_and_devices_bad_once(collec
     await born(src, bdseq=5)  # a new session: good again
     assert values(collector, "line3.temp") == [21.5, "BAD", 21.5]
     assert values(collector, "line3.strokes") == [1000, "BAD", 1000]
+
+
+async def test_a_nan_is_bad_and_the_death_after_it_adds_no_second_bad_sample(collector: Collector) -> None:
+    """A Double NaN is a BAD sample (the Sink's check); the signal then counts as BAD like any other, so the
+    node's death marks only the signals that were still good."""
+    src = make()
+    src.bind(collector)
+    await born(src, bdseq=4)
+    await src.on_message(f"spBv1.0/{G}/NDATA/Press1", codec.encode([(None, 1, T.DOUBLE, math.nan)], seq=2))
+    assert values(collector, "line3.temp") == [21.5, "BAD"]
+    assert collector.of("line3.temp")[-1].reason == "value is NaN"
+    death = codec.encode([("bdSeq", None, T.UINT64, 4)], timestamp_ms=2000)
+    await src.on_message(f"spBv1.0/{G}/NDEATH/Press1", death)
+    assert values(collector, "line3.temp") == [21.5, "BAD"]  # already BAD: no second sample
+    assert values(collector, "line3.offset") == [-12, "BAD"]
+    await born(src, bdseq=5)
+    assert values(collector, "line3.temp") == [21.5, "BAD", 21.5]
 
 
 async def test_ddeath_marks_only_that_device_bad(collector: Collector) -> None:
