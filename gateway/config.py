@@ -44,10 +44,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
-def _duration(value: object) -> float:
-    return parse_duration(value)
-
-
 class GatewaySection(_Strict):
     id: str = Field(min_length=1, max_length=64)
     state_dir: Path = Path("./state")
@@ -98,7 +94,7 @@ class HttpSection(_Strict):
 
     _tol = field_validator(
         "signature_tolerance", "servicemobility_jwt_max_age", "header_timeout", "body_timeout", mode="before"
-    )(_duration)
+    )(parse_duration)
 
     @field_validator("listen")
     @classmethod
@@ -173,7 +169,7 @@ class DispatcherSection(_Strict):
         "history_retention",
         "idle_poll",
         mode="before",
-    )(_duration)
+    )(parse_duration)
 
 
 class LoggingSection(_Strict):

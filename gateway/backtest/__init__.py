@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from gateway.backtest.data import DataError, parse_when, stderr_if_tty
+from gateway.backtest.data import DataError, parse_time, stderr_if_tty
 from gateway.backtest.run import PLAN_QUOTAS, Result, iso, run_backtest
 from gateway.core.durations import parse_duration
 from gateway.core.errors import RuleError
@@ -25,8 +25,8 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
-        start = None if args.start is None else parse_when(args.start)
-        end = None if args.end is None else parse_when(args.end)
+        start = None if args.start is None else parse_time(args.start)
+        end = None if args.end is None else parse_time(args.end)
         tick = None if args.tick is None else parse_duration(args.tick)
         assume_open = None if args.assume_open is None else parse_duration(args.assume_open)
     except ValueError as exc:

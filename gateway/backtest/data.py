@@ -59,7 +59,8 @@ def parse_value(text: str) -> Value:
 
 
 def parse_time(text: str) -> float:
-    """ISO 8601 (an offset or Z; none means UTC) or epoch seconds -> Unix seconds. ValueError if neither."""
+    """ISO 8601 (an offset or Z; none means UTC; a date alone is its midnight) or epoch seconds -> Unix
+    seconds; ValueError if neither. The data's times and --from / --to."""
     text = text.strip()
     try:
         out = float(text)
@@ -78,11 +79,6 @@ def parse_time(text: str) -> float:
     return dt.timestamp()
 
 
-def parse_when(text: str) -> float:
-    """--from / --to: a date (YYYY-MM-DD, midnight UTC), an ISO 8601 time or epoch seconds."""
-    return parse_time(text)
-
-
 def make_sample(signal: str, value: Any, ts: float, good: bool) -> Sample | None:
     """None: no sample (an empty wide cell). A Parquet column's typed values are taken as they are."""
     if not good:
@@ -96,6 +92,15 @@ def make_sample(signal: str, value: Any, ts: float, good: bool) -> Sample | None
     if value.lower() in _BAD_CELLS:
         return Sample(signal, None, ts, Quality.BAD, "bad quality in the data file")
     return Sample(signal, parse_value(value), ts)
+
+
+def long_sample(signal: str, value: Any, ts: float, good: bool) -> Sample:
+    """A row of the long form: make_sample's, except that an empty value is a bad sample (not "no sample")."""
+    if good and (value is None or value == ""):
+        return Sample(signal, None, ts, Quality.BAD, "empty value")
+    sample = make_sample(signal, value, ts, good)
+    assert sample is not None
+    return sample
 
 
 @dataclass
@@ -150,7 +155,9 @@ class _Window:
         self.end = math.inf if end is None else end
 
 
-def _py_chunks(path: Path, relevant: Collection[str], window: _Window) -> Iterator[Chunk]:
+def _py_chunks(
+    path: Path, relevant: Collection[str], window: _Window, at: Callable[[int], None]
+) -> Iterator[Chunk]:
     with _open_text(path) as f:
         reader = csv.reader(f)
         header = [c.strip() for c in next(reader)]
@@ -193,17 +200,19 @@ def _py_chunks(path: Path, relevant: Collection[str], window: _Window) -> Iterat
                     name = row[1].strip()
                     if not name:
                         raise DataError(f"{path}:{line}: empty signal name")
-                    cells = [(name, row[2].strip())]
-                    if not good:
-                        cells = [(name, "bad")]
+                    cells: list[Sample | None] = [long_sample(name, row[2].strip(), t, good)]
                 else:
-                    cells = [(h, c.strip()) for h, c in zip(header[1:], row[1:], strict=True) if c.strip()]
+                    cells = [
+                        make_sample(h, c.strip(), t, True)
+                        for h, c in zip(header[1:], row[1:], strict=True)
+                        if c.strip()
+                    ]
                 if not groups or groups[-1][0] != t:
                     groups.append((t, []))
-                for name, text in cells:
-                    signals.add(name)
-                    sample = make_sample(name, text or "bad", t, True)
+                for sample in cells:
                     assert sample is not None
+                    name = sample.signal
+                    signals.add(name)
                     samples += 1
                     if name in relevant:
                         groups[-1][1].append(sample)
@@ -213,6 +222,7 @@ def _py_chunks(path: Path, relevant: Collection[str], window: _Window) -> Iterat
                     break
             else:
                 done = True
+            at(f.buffer.tell())  # f.tell() is disabled while the csv module iterates
             if rows:
                 yield Chunk(
                     groups, first, last, rows, samples, signals, _list_lookup(other), _list_lasts(other)
@@ -274,7 +284,7 @@ def _arrow_times(col: Any, path: Path, base_line: int) -> Any:
 
 
 def _arrow_chunks(
-    path: Path, relevant: Collection[str], window: _Window, progress: Progress
+    path: Path, relevant: Collection[str], window: _Window, at: Callable[[int], None]
 ) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -286,10 +296,11 @@ def _arrow_chunks(
         pf = pq.ParquetFile(path)
         header = list(pf.schema_arrow.names)
         batches: Iterator[Any] = pf.iter_batches(batch_size=1 << 20)
+        size, total_rows = os.path.getsize(path), max(pf.metadata.num_rows, 1)
     else:
         header = _header(path)
         invalid: list[str] = []
-        batches = _csv_batches(path, header, invalid, progress)
+        batches = _csv_batches(path, header, invalid, at)
     kind = layout([str(h) for h in header], path)
     lows = [str(h).lower() for h in header]
     rel = pa.array(sorted(relevant), pa.string())
@@ -300,6 +311,8 @@ def _arrow_chunks(
             if not parquet and invalid:
                 raise DataError(invalid[0])
             n = batch.num_rows
+            if parquet:
+                at(size * (line - 2 + n) // total_rows)  # the share of the rows read
             if n == 0:
                 continue
             tcol = batch.column(0)
@@ -339,7 +352,9 @@ def _arrow_chunks(
             close()
 
 
-def _csv_batches(path: Path, header: list[str], invalid: list[str], progress: Progress) -> Iterator[Any]:
+def _csv_batches(
+    path: Path, header: list[str], invalid: list[str], at: Callable[[int], None]
+) -> Iterator[Any]:
     """The CSV's record batches, parsed by pyarrow in segments of SEGMENT_BYTES cut at line ends.
 
     One streaming reader over the whole file would read ahead as fast as the disk goes while the engine is
@@ -376,7 +391,7 @@ def _csv_batches(path: Path, header: list[str], invalid: list[str], progress: Pr
                 return
             if not buf.endswith(b"\n"):
                 buf += f.readline()
-            progress.update(f.tell())
+            at(f.tell())
             yield from pcsv.open_csv(pa.BufferReader(buf), **options)
             first_line[0] += buf.count(b"\n")
 
@@ -390,6 +405,17 @@ def _strs(col: Any) -> Any:
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
         else pc.cast(col, pa.string())
     )
+
+
+def _trimmed(col: Any) -> Any:
+    """A text column without the spaces around its values (as the csv-module reader strips them); another
+    type as it is."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return pc.utf8_trim_whitespace(col)
+    return col
 
 
 def _numbers(col: Any) -> list[Any] | None:
@@ -420,8 +446,8 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    sig = _strs(batch.column(1))
-    val = batch.column(2)
+    sig = pc.utf8_trim_whitespace(_strs(batch.column(1)))
+    val = _trimmed(batch.column(2))
     if len(lows) == 4:
         qtext = pc.utf8_lower(pc.utf8_trim_whitespace(_strs(batch.column(3))))
         known = pc.is_in(qtext, value_set=pa.array(list(_GOOD)))
@@ -458,16 +484,10 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
             if t != cur_t:
                 cur = by_time[t] = []
                 cur_t = t
-            if not g:
-                cur.append(Sample(s, None, t, Quality.BAD, "bad quality in the data file"))
-            elif values is not None:
+            if g and values is not None:
                 cur.append(Sample(s, v, t))
-            elif v is None or v == "":
-                cur.append(Sample(s, None, t, Quality.BAD, "empty value"))
-            elif type(v) is str:
-                cur.append(Sample(s, parse_value(v), t))
             else:
-                cur.append(make_sample(s, v, t, True) or Sample(s, None, t, Quality.BAD, "empty value"))
+                cur.append(long_sample(s, v, t, g))
     get = by_time.get
     groups = [
         (t, get(t) or []) for t in pc.unique(table["t"]).to_pylist()
@@ -479,8 +499,7 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
         if hit.num_rows == 0:
             return None
         row = hit.slice(hit.num_rows - 1).to_pylist()[0]
-        v = row["v"]
-        return make_sample(signal, "bad" if v is None or v == "" else v, row["t"], row["g"])
+        return long_sample(signal, row["v"], row["t"], row["g"])
 
     def lasts() -> dict[str, Sample]:
         if other.num_rows == 0:
@@ -488,10 +507,7 @@ def _long_chunk(batch: Any, tcol: Any, keep: Any, lows: list[str], rel: Any, pat
         agg = other.group_by("s", use_threads=False).aggregate([("t", "last"), ("v", "last"), ("g", "last")])
         out: dict[str, Sample] = {}
         for row in agg.to_pylist():
-            v = row["v_last"]
-            sample = make_sample(row["s"], "bad" if v is None or v == "" else v, row["t_last"], row["g_last"])
-            if sample is not None:
-                out[row["s"]] = sample
+            out[row["s"]] = long_sample(row["s"], row["v_last"], row["t_last"], row["g_last"])
         return out
 
     times = table["t"]
@@ -513,7 +529,7 @@ def _wide_chunk(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    cols = {name: batch.column(i) for i, name in enumerate(header) if i > 0}
+    cols = {name: _trimmed(batch.column(i)) for i, name in enumerate(header) if i > 0}
     if keep is not None:
         tcol = tcol.filter(keep)
         cols = {name: col.filter(keep) for name, col in cols.items()}
@@ -583,21 +599,27 @@ def _empty_chunk() -> Chunk:
 
 
 class Progress:
-    """A progress bar on stderr for long files (a terminal only; at most a few redraws a second)."""
+    """A progress bar on stderr for long files (a terminal only; at most a few redraws a second). The files
+    are read side by side (merged by time): the bytes done are the sum of every file's position."""
 
     def __init__(self, total_bytes: int, *, out: TextIO | None = None, clock: Callable[[], float]) -> None:
         self.out = out
         self.total = max(total_bytes, 1)
         self.clock = clock
         self.done = 0
-        self.base = 0  # bytes of the files finished
+        self.positions: dict[int, int] = {}  # file index -> bytes read
         self._next = 0.0
         self.shown = False
 
-    def update(self, pos: int) -> None:
+    def at(self, index: int) -> Callable[[int], None]:
+        """The callback of the index-th file: called with its position in bytes."""
+        return lambda pos: self.update(index, pos)
+
+    def update(self, index: int, pos: int) -> None:
         if self.out is None:
             return
-        self.done = self.base + pos
+        self.positions[index] = pos
+        self.done = sum(self.positions.values())
         now = self.clock()
         if now < self._next:
             return
@@ -607,9 +629,6 @@ class Progress:
         self.out.write(f"\rbacktest [{bar:<30}] {frac * 100:5.1f}%  {self.done / 1e6:,.0f} MB")
         self.out.flush()
         self.shown = True
-
-    def file_done(self, size: int) -> None:
-        self.base += size
 
     def close(self) -> None:
         if self.out is not None and self.shown:
@@ -683,16 +702,16 @@ def open_streams(
     if reader == "arrow" and not have_pyarrow():
         raise DataError("--reader arrow needs pyarrow: pip install 'mw-gateway[backtest]'")
     streams = []
-    for path in paths:
+    for i, path in enumerate(paths):
         if path.suffix.lower() in (".parquet", ".pq"):
             if not have_pyarrow():
                 raise DataError(f"{path}: reading Parquet needs pyarrow: pip install 'mw-gateway[backtest]'")
-            chunks = _arrow_chunks(path, relevant, window, progress)
+            chunks = _arrow_chunks(path, relevant, window, progress.at(i))
         elif use_arrow:
-            chunks = _arrow_chunks(path, relevant, window, progress)
+            chunks = _arrow_chunks(path, relevant, window, progress.at(i))
         else:
             layout(_header(path), path)
-            chunks = _py_chunks(path, relevant, window)
+            chunks = _py_chunks(path, relevant, window, progress.at(i))
         streams.append(FileStream(path, chunks))
     return streams, progress
 

@@ -30,16 +30,18 @@ from typing import Any, TextIO
 
 from gateway.backtest.data import FileStream, merged, open_streams
 from gateway.cmms.schema import PLAN_QUOTAS
+from gateway.config import DispatcherSection
 from gateway.core.firings import Firing, Priority
 from gateway.core.samples import Sample
 from gateway.engine.engine import Engine
 from gateway.engine.loader import RuleSet
-from gateway.runtime.quota import month_key, zone
+from gateway.runtime.quota import month_key, reserve_from, zone
 from gateway.store.outbox import equipment_key
 
 __all__ = ["PLAN_QUOTAS", "Backtest", "Result", "run_backtest"]
 
-RESERVE_RATIO = 0.1  # the part of the monthly quota kept for high-priority tasks (as `run`'s default)
+# the part of the monthly quota kept for high-priority tasks: `run`'s default
+RESERVE_RATIO: float = DispatcherSection.model_fields["high_priority_reserve_ratio"].default
 
 
 class _Values(dict[str, Sample]):
@@ -232,8 +234,7 @@ class Backtest:
         if self.quota is None:
             m.sent += 1
             return
-        reserve_from = int(self.quota * (1 - RESERVE_RATIO))
-        if m.sent < (self.quota if high else reserve_from):
+        if m.sent < (self.quota if high else reserve_from(self.quota, RESERVE_RATIO)):
             m.sent += 1
         else:
             m.held += 1

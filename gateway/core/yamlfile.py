@@ -58,9 +58,9 @@ class YamlDoc:
         return Problem(self.file, line, col, message)
 
 
-# Values a file may hold once its aliases are expanded: a rule file of 1,000 rules holds about 20,000, a
-# gateway.yaml of 10,000 signals about 50,000; nine aliases of nine aliases ("billion laughs") hold 10^9,
-# which would take hours and all the memory. 200,000 values take about half a second and 50 MB.
+# Values a file may hold once its aliases and merges are expanded: a rule file of 1,000 rules holds about
+# 20,000, a gateway.yaml of 10,000 signals about 50,000; nine aliases of nine aliases ("billion laughs") hold
+# 10^9, which would take hours and all the memory. 200,000 values take about half a second and 50 MB.
 MAX_VALUES = 200_000
 
 
@@ -69,23 +69,52 @@ class _TooMany(Exception):
         self.node = node
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _expanded(root: Node) -> None:
+    """Raise _TooMany at the first collection whose aliases and merges (`<<: *x`) expand past MAX_VALUES,
+    before anything is built or flattened: PyYAML's merge copies key-value pairs, aliases share nodes, so a
+    small file can stand for 10^9 values. Sizes are memoized per node: linear in the file's size."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(node, MappingNode | SequenceNode):
+            items = node.value if isinstance(node, SequenceNode) else [n for pair in node.value for n in pair]
+            for item in items:
+                if not (isinstance(item, ScalarNode) and item.tag == _MERGE):
+                    total += size(item)
+            if total > MAX_VALUES:
+                raise _TooMany(node)
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
 class _Builder:
     def __init__(self, doc: YamlDoc, interpolate: Callable[[str, Node], str] | None) -> None:
         self.doc = doc
         self.interpolate = interpolate
         self.loader = yaml.SafeLoader("")
-        self.values = 0  # values built so far, aliases counted every time they are used
+        # Per mapping node: its keys as written, before flatten_mapping mixes in the merged ones (`<<: *x`),
+        # which a written key may override: only two written keys are a duplicate.
+        self.written: dict[int, set[int]] = {}
 
     def build(self, node: Node, path: Loc) -> Any:
-        self.values += 1
-        if self.values > MAX_VALUES:
-            raise _TooMany(node)
         self.doc.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, MappingNode):
+            written = self.written.setdefault(id(node), {id(k) for k, _ in node.value if k.tag != _MERGE})
             self.loader.flatten_mapping(node)
             out: dict[Any, Any] = {}
+            seen: set[Any] = set()  # written keys met so far
             for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node, deep=True)  # memoized per node: no expansion
+                # a key must be a scalar: a collection there is refused unbuilt
+                key = self.loader.construct_object(key_node) if isinstance(key_node, ScalarNode) else None
                 if not isinstance(key, str | int | float | bool):
                     self.doc.problems.append(
                         Problem(
@@ -98,15 +127,17 @@ class _Builder:
                     continue
                 if isinstance(key, bool | float):
                     key = str(key).lower() if isinstance(key, bool) else str(key)
-                if key in out:
-                    self.doc.problems.append(
-                        Problem(
-                            self.doc.file,
-                            key_node.start_mark.line + 1,
-                            key_node.start_mark.column + 1,
-                            f"duplicate key {key!r}: the later value would silently win; keep one",
+                if id(key_node) in written:
+                    if key in seen:
+                        self.doc.problems.append(
+                            Problem(
+                                self.doc.file,
+                                key_node.start_mark.line + 1,
+                                key_node.start_mark.column + 1,
+                                f"duplicate key {key!r}: the later value would silently win; keep one",
+                            )
                         )
-                    )
+                    seen.add(key)
                 child = (*path, key)
                 self.doc.key_marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 out[key] = self.build(value_node, child)
@@ -200,6 +231,7 @@ def load_yaml(
         doc.data = None
         return doc
     try:
+        _expanded(node)
         doc.data = _Builder(doc, interpolate if env is not None else None).build(node, ())
     except RecursionError:
         doc.problems.append(_too_deep(name, text))

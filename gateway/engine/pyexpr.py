@@ -57,7 +57,6 @@ _BINARY: dict[type[nodes.Node], str] = {
     nodes.Sub: "-",
     nodes.Div: "/",
     nodes.FloorDiv: "//",
-    nodes.Mod: "%",
 }
 FILTERS: dict[str, Callable[[Any], Any]] = {
     "abs": abs,
@@ -145,9 +144,10 @@ def _source(node: nodes.Node, slot: Mapping[str, str], namespace: dict[str, Any]
             return f"(-{src(node.node)})"
         if isinstance(node, nodes.Pos):
             return src(node.node)
-        if isinstance(node, nodes.Mul):  # bounded: no text repeated a billion times (bounded.py)
-            namespace["mul"] = bounded.mul
-            return f"mul({src(node.left)}, {src(node.right)})"
+        if isinstance(node, nodes.Mul | nodes.Mod):  # bounded: no text built a billion long (bounded.py)
+            name = "mul" if isinstance(node, nodes.Mul) else "mod"
+            namespace[name] = getattr(bounded, name)
+            return f"{name}({src(node.left)}, {src(node.right)})"
         if type(node) in _BINARY:
             return f"({src(node.left)} {_BINARY[type(node)]} {src(node.right)})"  # type: ignore[attr-defined]
         if isinstance(node, nodes.CondExpr) and node.expr2 is not None:

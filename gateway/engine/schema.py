@@ -14,18 +14,14 @@ from gateway.core.durations import parse_duration
 _SIGNAL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*\.\S+$")
 
 
-def _duration(value: object) -> float:
-    return parse_duration(value)
-
-
 def _signal_name(value: object) -> object:
     if isinstance(value, str) and not _SIGNAL_NAME.match(value):
         raise ValueError(f"signal names are written source.signal (e.g. press1.strokes), got {value!r}")
     return value
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
-PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 SignalName = Annotated[str, BeforeValidator(_signal_name), Field(strict=True)]
 Number = Annotated[float, Field(strict=True)]  # accepts 85 and 85.5, rejects "85" and true
 Scalar = Annotated[bool, Field(strict=True)] | Annotated[int, Field(strict=True)] | Number | str

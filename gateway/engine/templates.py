@@ -15,7 +15,7 @@ import fnmatch
 import math
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from jinja2 import StrictUndefined, meta, nodes
 from jinja2.environment import Template
@@ -38,15 +38,48 @@ _EXPR_OUTPUT_BOUND = 100  # characters assumed for one {{ ... }} when bounding a
 
 
 class _Sandbox(SandboxedEnvironment):
-    """Jinja's sandbox, with `*` and `**` bounded (bounded.py)."""
+    """Jinja's sandbox, with what can build a huge result from small inputs bounded (bounded.py): the `*`,
+    `**` and `%` operators, `str` methods, `str.format`, and the filters that pad or repeat."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
+    _BINOPS: ClassVar[dict[str, Callable[[Any, Any], Any]]] = {
+        "*": bounded.mul,
+        "**": bounded.power,
+        "%": bounded.mod,
+    }
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        return bounded.mul(left, right) if operator == "*" else bounded.power(left, right)
+        return self._BINOPS[operator](left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        bounded.check_call(__obj, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt: str = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            bounded.check_format(fmt, args, kwargs)
+            return wrapped(*args, **kwargs)
+
+        return checked
+
+
+def _checked(check: Callable[..., None], fn: Callable[..., Any]) -> Callable[..., Any]:
+    def filter_(*args: Any, **kwargs: Any) -> Any:
+        check(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return filter_
 
 
 ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+ENV.globals.pop("lipsum", None)  # lorem ipsum of any length: nothing a task needs
+for _name, _check in bounded.filter_checks().items():
+    ENV.filters[_name] = _checked(_check, ENV.filters[_name])
 
 
 class Namespace:

@@ -27,10 +27,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
-def _duration(value: object) -> float:
-    return parse_duration(value)
-
-
 class TlsSection(_Strict):
     ca: str | None = None  # the CA that signed the NATS servers' certificates
     cert: str | None = None  # client certificate (mutual TLS), with key
@@ -59,7 +55,7 @@ class BusSection(_Strict):
     request_timeout: float = 2.0  # one JetStream API call / publish acknowledgement
 
     _d = field_validator("retention", "dedupe_window", "connect_timeout", "request_timeout", mode="before")(
-        _duration
+        parse_duration
     )
 
     @field_validator("name")
@@ -94,7 +90,7 @@ class FleetSection(BusSection):
     webhooks: Literal["relay", "direct"] = "relay"
     heartbeat: float = 15.0  # seconds between status summaries in the status bucket
 
-    _h = field_validator("heartbeat", mode="before")(_duration)
+    _h = field_validator("heartbeat", mode="before")(parse_duration)
 
 
 class RelayConfig(_Strict):
@@ -120,7 +116,9 @@ class RelayConfig(_Strict):
     auth_token: SecretStr | None = None  # bearer token for the status page and /metrics
     fleet: BusSection
 
-    _tol = field_validator("signature_tolerance", "servicemobility_jwt_max_age", mode="before")(_duration)
+    _tol = field_validator("signature_tolerance", "servicemobility_jwt_max_age", mode="before")(
+        parse_duration
+    )
 
     @field_validator("listen")
     @classmethod

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.core.firings import Priority
 from gateway.fleet import names
+from gateway.runtime.quota import reserve_from
 
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
@@ -174,7 +175,7 @@ class FleetQuota:
         kv = await self._kv_or_unreachable()
         await self._sync(kv)
         key = names.quota_key(self.network, month)
-        cap = self.limit if priority is Priority.HIGH else int(self.limit * (1 - self.reserve_ratio))
+        cap = self.limit if priority is Priority.HIGH else reserve_from(self.limit, self.reserve_ratio)
         for _ in range(MAX_CAS_ROUNDS):
             used, rev = await self._read(kv, key)
             self.fleet_used = used
@@ -196,7 +197,7 @@ class FleetQuota:
 
     def share_limit(self, priority: Priority) -> int:
         share = int(self.limit * self.share)
-        return share if priority is Priority.HIGH else int(share * (1 - self.reserve_ratio))
+        return share if priority is Priority.HIGH else reserve_from(share, self.reserve_ratio)
 
     def _local_reserve(self, month: str, priority: Priority, exc: Exception) -> bool:
         if not self.offline:

@@ -50,7 +50,7 @@ from gateway.core.firings import Priority
 from gateway.core.ports import Backend, SharedQuota
 from gateway.runtime.breaker import LINK_DOWN_AFTER, LinkBreaker
 from gateway.runtime.dispatcher_status import DispatcherState, DispatcherStatus
-from gateway.runtime.quota import QuotaGuard, month_key
+from gateway.runtime.quota import QuotaGuard, month_key, reserve_from
 from gateway.runtime.ratelimit import RateLimiter
 from gateway.store import Store
 
@@ -602,14 +602,13 @@ class Dispatcher:
         used, limit = decision.used, decision.limit
         self.status.quota_used = used
         if decision.warn:
-            reserve_from = int(limit * (1 - self.settings.high_priority_reserve_ratio))
             log.warning(
                 "%d of %d tasks of this month's CMMS quota used (%s); from %d on only the tasks of "
                 "priority high rules leave, at %d tasks are held until the month turns",
                 used,
                 limit,
                 month,
-                reserve_from,
+                reserve_from(limit, self.settings.high_priority_reserve_ratio),
                 limit,
             )
         if decision.held:

@@ -41,6 +41,11 @@ def month_key(ts: float, timezone: str | None) -> str:
     return datetime.fromtimestamp(ts, tz=zone(timezone)).strftime("%Y-%m")
 
 
+def reserve_from(limit: int, reserve_ratio: float) -> int:
+    """The month's count from which only high-priority tasks leave: the quota less its reserve share."""
+    return int(limit * (1 - reserve_ratio))
+
+
 @dataclass(frozen=True)
 class QuotaDecision:
     month: str
@@ -85,7 +90,7 @@ class QuotaGuard:
             return QuotaDecision(month)
         limit = self.limit
         used = await self._outbox.quota_used(month)
-        reserve_from = int(limit * (1 - self._reserve_ratio()))
+        normal_cap = reserve_from(limit, self._reserve_ratio())
         warn = used >= limit * self._warn_ratio() and self._warned_month != month
         if warn:
             self._warned_month = month
@@ -99,8 +104,8 @@ class QuotaGuard:
             used,
             limit,
             allowed=max(0, limit - committed),
-            normal_allowed=max(0, reserve_from - committed),
-            high_only=committed >= reserve_from,
-            in_reserve=used >= reserve_from,
+            normal_allowed=max(0, normal_cap - committed),
+            high_only=committed >= normal_cap,
+            in_reserve=used >= normal_cap,
             warn=warn,
         )

@@ -21,10 +21,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
-def _duration(value: object) -> float:
-    return parse_duration(value)
-
-
 # ---------------------------------------------------------------- Modbus
 
 ModbusType = Literal[
@@ -133,7 +129,7 @@ class ModbusSource(_Strict):
     signals: dict[str, ModbusSignal]
 
     _poll = field_validator("poll", "timeout", "reconnect_delay", "reconnect_max_delay", mode="before")(
-        _duration
+        parse_duration
     )
 
     @model_validator(mode="after")
@@ -158,7 +154,7 @@ class OpcuaSignal(_Strict):
     sampling_interval: float | None = None
     type: Literal["any", "number", "bool", "string"] = "any"  # anything else is a BAD sample
 
-    _si = field_validator("sampling_interval", mode="before")(_duration)
+    _si = field_validator("sampling_interval", mode="before")(parse_duration)
 
     @model_validator(mode="after")
     def _one(self) -> OpcuaSignal:
@@ -219,7 +215,7 @@ class OpcuaSource(_Strict):
         "reconnect_max_delay",
         "keepalive",
         mode="before",
-    )(_duration)
+    )(parse_duration)
 
     @model_validator(mode="after")
     def _browse_paths(self) -> OpcuaSource:
@@ -268,7 +264,7 @@ class MqttSignal(_Strict):
     qos: Literal[0, 1] | None = None
     max_age: float | None = None  # a retained message whose timestamp is this recent counts as an observation
 
-    _max_age = field_validator("max_age", mode="before")(_duration)
+    _max_age = field_validator("max_age", mode="before")(parse_duration)
 
 
 class MqttSource(_Strict):
@@ -291,7 +287,7 @@ class MqttSource(_Strict):
 
     _ka = field_validator(
         "keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", "max_age", mode="before"
-    )(_duration)
+    )(parse_duration)
 
     @model_validator(mode="after")
     def _topics(self) -> MqttSource:
@@ -376,7 +372,7 @@ class SparkplugSource(_Strict):
 
     _ka = field_validator(
         "keepalive", "timeout", "reconnect_delay", "reconnect_max_delay", "rebirth_interval", mode="before"
-    )(_duration)
+    )(parse_duration)
 
     @field_validator("group")
     @classmethod

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from gateway.backtest.data import merged, open_streams
 from gateway.backtest.run import run_backtest
 from gateway.cli import main
+from gateway.core.samples import Quality
 from gateway.engine.loader import load_rules
 
 READERS = ["arrow", "csv"]
@@ -126,7 +131,8 @@ def test_wide_csv_iso_offsets_and_window(rules, tmp_path, capsys, reader):
     assert code == 0, err
     hot = json.loads(out)["rules"][0]
     # 60 fires; the bad sample in between does not re-arm a plain threshold... it does not fire again
-    assert hot["months"] == {"2026-02": hot["firings"]} and hot["first"] == "2026-02-01T00:00:00Z"
+    assert hot["firings"] == 1
+    assert hot["months"] == {"2026-02": 1} and hot["first"] == "2026-02-01T00:00:00Z"
     code, out, _ = _run(
         capsys, str(rules), "--data", str(data), "--format", "json", "--to", "2026-01-31", "--reader", reader
     )
@@ -164,6 +170,47 @@ def test_bad_rows_are_named_by_file_and_line(rules, tmp_path, capsys, reader, bo
     assert message in err
 
 
+_BAD_FILE = (None, Quality.BAD, "bad quality in the data file")
+_CELLS = [  # a cell's text -> its sample (value, quality, reason), or None for no sample
+    ("bad", _BAD_FILE),
+    ("stale", _BAD_FILE),
+    ("Stale", _BAD_FILE),
+    (" bad ", _BAD_FILE),
+    ("running", ("running", Quality.GOOD, "")),
+    (" 60 ", (60, Quality.GOOD, "")),
+    ("4.5", (4.5, Quality.GOOD, "")),
+    ("", (None, Quality.BAD, "empty value")),  # long form; in the wide form: no sample
+    ("  ", (None, Quality.BAD, "empty value")),
+]
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("form", ["long", "wide"])
+def test_readers_agree_on_bad_stale_empty_and_text_values(tmp_path, reader, form):
+    # m.x drives a rule (its samples are built as the rows go); m.y does not (looked up when a template asks)
+    path = tmp_path / "data.csv"
+    if form == "long":
+        rows = [f"{i},{name},{text}" for i, (text, _) in enumerate(_CELLS) for name in ("m.x", "m.y")]
+        path.write_text("time,signal,value\n" + "\n".join(rows) + "\n")
+    else:
+        path.write_text(
+            "time,m.x,m.y\n" + "".join(f"{i},{text},{text}\n" for i, (text, _) in enumerate(_CELLS))
+        )
+    streams, _ = open_streams(
+        [path], {"m.x"}, start=None, end=None, reader=reader, progress_out=None, clock=lambda: 0.0
+    )
+    got = {t: [(s.value, s.quality, s.reason) for s in samples] for t, samples in merged(streams)}
+    looked_up = []
+    for i in range(len(_CELLS)):
+        found = streams[0].lookup("m.y", i)
+        looked_up.append(
+            None if found is None or found.ts != i else (found.value, found.quality, found.reason)
+        )
+    expected = [None if form == "wide" and not text.strip() else sample for text, sample in _CELLS]
+    assert [(got[i] or [None])[0] for i in range(len(_CELLS))] == expected
+    assert looked_up == expected
+
+
 def test_unknown_signals_are_listed_once(rules, tmp_path, capsys):
     rows = [f"{100 + i},x.{i % 3},1,good" for i in range(30)]
     code, _, err = _run(capsys, str(rules), "--data", str(_long(tmp_path, rows)))
@@ -193,3 +240,33 @@ def test_several_files_are_merged_by_time(rules, tmp_path, capsys):
     result = run_backtest(load_rules(rules), [a, b], keep_firings=True)
     assert [f.task.description for f, _ in result.firings] == ["hot 60 (level 5)"]
     assert result.rows == 4
+
+
+@pytest.mark.parametrize("reader", [*READERS, "parquet"])
+def test_progress_counts_every_file(rules, tmp_path, reader):
+    # the files are read side by side (merged by time): the bar sums their positions, it ends at 100%
+    if reader == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+        for k, path in enumerate(paths):
+            pq.write_table(
+                pa.table({"time": [100.0 + k + 2 * i for i in range(500)], "m.temp": [20.0] * 500}), path
+            )
+    else:
+        paths = [
+            _long(tmp_path, [f"{100 + k + 2 * i},m.temp,20,good" for i in range(500)], f"{k}.csv")
+            for k in range(2)
+        ]
+    out = io.StringIO()
+    ticks = itertools.count()
+    run_backtest(
+        load_rules(rules),
+        paths,
+        reader="arrow" if reader == "parquet" else reader,
+        progress_out=out,
+        clock=lambda: float(next(ticks)),
+    )
+    shown = [float(x) for x in re.findall(r"([0-9.]+)%", out.getvalue())]
+    assert shown and shown == sorted(shown) and shown[-1] == 100.0

@@ -97,3 +97,43 @@ def test_repeating_a_text_or_raising_to_a_power_is_bounded_in_both_evaluators() 
             with pytest.raises(ValueError, match="more than"):
                 compiled.fast(text)
     assert tpl.compile_expr("a.mode * 2 == 'AUTOAUTO' and a.x ** 2 == 9", None).evaluate(ctx) is True
+
+
+BIG = [
+    "{{ value|string|center(10**10) }}",
+    "{{ value|indent(10**9) }}",
+    "{{ '%999999999s' % value }}",
+    "{{ '%*d' % (10**9, 1) }}",
+    "{{ '%999999999s'|format(value) }}",
+    "{{ '{:>999999999}'.format(value) }}",
+    "{{ '{:{}}'.format(1, 10**9) }}",
+    "{{ ('x' * 99999).replace('x', 'x' * 99999) }}",
+    "{{ ('x' * 99999)|replace('x', 'x' * 99999) }}",
+    "{{ 'x'.rjust(10**9) }}",
+    "{{ [1]|batch(10**9, 0)|list|length }}",
+    "{{ [1]|slice(10**9)|list|length }}",
+]
+
+
+@pytest.mark.parametrize("source", BIG)
+def test_a_template_cannot_build_a_huge_text(source: str) -> None:
+    """Before: each of these built tens of megabytes to gigabytes in one C call (or looped 10^9 times)."""
+    with pytest.raises(ValueError, match="more than 100,000"):
+        tpl.ENV.from_string(source).render(value=10)
+
+
+def test_the_usual_formatting_still_works() -> None:
+    render = tpl.ENV.from_string(
+        "{{ '%08.2f' % value }} {{ '%d of 5000000'|format(value) }} {{ '{:,}'.format(5000000) }}"
+        " {{ value|string|center(6) }}|{{ 'a b'.replace('a', 'xyz') }} {{ [1, 2, 3]|batch(2)|list|length }}"
+    ).render
+    assert render(value=10) == "00010.00 10 of 5000000 5,000,000   10  |xyz b 2"
+
+
+def test_a_text_signal_formatted_by_percent_in_an_expression_is_bounded() -> None:
+    compiled = tpl.compile_expr("'%999999999s' % a.mode == 'x' or a.x % 2 == 0", None)
+    assert compiled.fast is not None
+    with pytest.raises(ValueError, match="more than"):
+        compiled.fast({"a.mode": Sample("a.mode", "AUTO", 0.0), "a.x": Sample("a.x", 3, 0.0)})
+    fast = tpl.compile_expr("a.x % 2 == 1", None).fast
+    assert fast is not None and fast({"a.x": Sample("a.x", 3, 0.0)}) is True

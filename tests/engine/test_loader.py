@@ -275,5 +275,5 @@ def test_a_title_with_a_loop_or_a_template_that_would_build_a_gigabyte_is_refuse
         f"{tmp_path / 'r.yaml'}:5:12: the title uses a loop or a macro ({{% for %}}, {{% macro %}}): write it"
         " without one",
         f"{tmp_path / 'r.yaml'}:8:23: the description cannot render: ValueError: a repetition of more than"
-        " 100,000 items",
+        " 100,000 characters or items",
     ]
