@@ -90,6 +90,7 @@ class Gateway:
 
     _stopping: asyncio.Event = field(init=False)
     _reload_requested: asyncio.Event = field(init=False)
+    _reload_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)  # SIGHUP, rules watcher
     _http_server: HttpServer | None = field(init=False, default=None)
 
     # ------------------------------------------------------------------ start
@@ -278,7 +279,13 @@ class Gateway:
     # ------------------------------------------------------------------ reload
 
     async def reload(self) -> bool:
-        """Reload gateway.yaml and the rules. On any problem, keep everything running as it is."""
+        """Reload gateway.yaml and the rules. On any problem, keep everything running as it is. One reload at
+        a time: SIGHUP and the rules watcher may ask together, and a second reload running into the first
+        one's `await`s would start the sources twice or keep a backend the first one closed."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         now = self.clock.now()
         try:
             config, rules = load_all(self.config.path)

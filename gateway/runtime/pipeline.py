@@ -14,7 +14,9 @@ samples from the sources and from stock webhooks, the periodic Tick, and verifie
 - A webhook (WebhookInput) is recorded by the ledger in one transaction with the rule state its news changes:
   a TaskWasCompleted for a `rearm: on_completion` rule rearms the rule inside that transaction, so an answer
   of 200 means both the event and the rearm are on disk. If the transaction fails, the rules it touched stay
-  dirty (saved with the next commit) and the sender is answered 503 and retries.
+  dirty (saved with the next commit) and the sender is answered 503 and retries. If it succeeds while
+  firings are held, the held copies of the rules it saved are dropped: the held commit must not write an
+  older state over the rearm.
 - The rule state of rules that did not fire is saved every STATE_SAVE_INTERVAL_S (SD-card wear).
 - A full queue drops samples: one WARNING when it fills and one INFO with the count of dropped samples when
   it has room again, not one line per sample.
@@ -273,6 +275,8 @@ class Pipeline:
             if not item.reply.done():
                 item.reply.set_exception(exc)
             return
+        for rule_id in touched:  # saved now, newer than the copy a held firing carries: keep the new one
+            self._held_states.pop(rule_id, None)
         for closed in result.closed:
             self.events.publish(closed)
         if not item.reply.done():

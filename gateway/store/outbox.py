@@ -159,6 +159,9 @@ _SELECT = """
     FROM outbox o JOIN firings f ON f.id = o.firing_id
 """
 
+# Asked on every dispatcher pass: served by the partial index outbox_unrendered_shadow (migration 33).
+UNRENDERED_SHADOWS = _SELECT + " WHERE o.status='shadow' AND o.rendered_at IS NULL ORDER BY o.id LIMIT ?"
+
 
 def equipment_key(firing: Firing) -> str:
     return json.dumps(firing.task.equipment)
@@ -547,9 +550,7 @@ class Outbox:
 
     async def unrendered_shadows(self, *, limit: int = 100) -> list[OutboxItem]:
         """Shadow rows whose rendering is not stored yet, oldest first."""
-        rows = await self._db.fetchall(
-            _SELECT + " WHERE o.status='shadow' AND o.rendered_at IS NULL ORDER BY o.id LIMIT ?", (limit,)
-        )
+        rows = await self._db.fetchall(UNRENDERED_SHADOWS, (limit,))
         return [_item(r) for r in rows]
 
     async def render_shadow(self, outbox_id: int, request: Any, *, error: str | None = None) -> bool:

@@ -69,10 +69,6 @@ class ConnectionGuard:
         self.idle_since: dict[GuardedH11Protocol, float] = {}  # open connections without a request running
         self.receiving_since: dict[GuardedH11Protocol, float] = {}  # a request whose body is still coming
         self.open: set[GuardedH11Protocol] = set()
-        self.evicted = 0
-        self.refused = 0
-        self.timed_out = 0
-        self.buffered = 0  # request-body bytes held at once (gateway/web/webhooks.py)
         self._full = False
         self._lowered_for: int | None = None
 
@@ -113,10 +109,8 @@ class ConnectionGuard:
         if victim is None:
             victim = min(self.receiving_since, key=self.receiving_since.__getitem__, default=None)
         if victim is None:
-            self.refused += 1
             self.open.discard(conn)
             return False
-        self.evicted += 1
         self.forget(victim)
         victim.transport.close()
         self.idle_since[conn] = now
@@ -192,13 +186,11 @@ class GuardedH11Protocol(H11Protocol):
 
     def _head_timeout(self) -> None:
         if self.cycle is None or self.cycle.response_complete:  # no request in progress: drop the socket
-            self.guard.timed_out += 1
             self.transport.close()
 
     def _body_timeout(self) -> None:
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete and cycle.more_body:
-            self.guard.timed_out += 1
             self.transport.close()  # the app sees http.disconnect; nothing half-read is stored
 
 

@@ -35,7 +35,7 @@ from gateway.core.errors import StoreError
 from gateway.core.inputs import EngineInput
 from gateway.core.samples import Quality, Sample
 from gateway.core.views import LedgerWriter
-from gateway.core.webhooks import Incoming, LedgerOps, NonceReplayed, NonceUse, RecordResult, TaskClosed
+from gateway.core.webhooks import Incoming, LedgerOps, NonceReplayed, NonceUse, RecordResult
 from gateway.web.read_json import BadRequest, canonical_hash, parse_json_object, text
 from gateway.web.read_mw import KNOWN_EVENTS, parse_mobility_work
 from gateway.web.verify import JWTVerifier, MWSignatureVerifier, Rejected
@@ -68,7 +68,6 @@ class WebhookReceiver:
         *,
         clock: Clock,
         publish_input: Callable[[EngineInput], None] | None = None,
-        on_task_closed: Callable[[TaskClosed], None] | None = None,
         hold_after_commit: float | None = None,
     ) -> None:
         self.ledger = ledger
@@ -85,14 +84,12 @@ class WebhookReceiver:
         )
         self.jwt_verifier = JWTVerifier.from_http(http)
         self.publish_input = publish_input
-        self.on_task_closed = on_task_closed
         if hold_after_commit is None and os.environ.get(HOLD_ENV):
             try:
                 hold_after_commit = float(os.environ[HOLD_ENV])
             except ValueError:
                 hold_after_commit = None
         self.hold_after_commit = hold_after_commit
-        self.counts: dict[str, int] = {"stored": 0, "duplicate": 0, "rejected": 0}
 
     # ------------------------------------------------------------------ Mobility Work
 
@@ -140,6 +137,7 @@ class WebhookReceiver:
     ) -> Reply:
         from gateway.web.read_servicemobility import parse_envelope
 
+        now = self.clock.now() if now is None else now
         try:
             self.jwt_verifier.verify(header(headers, "x-access-token"), now=now)
         except Rejected as exc:
@@ -161,10 +159,8 @@ class WebhookReceiver:
             log.error("webhook %s not stored (the sender will retry): %s", incoming.event, exc)
             return Reply(503, {"error": "the event could not be stored; retry later"})
         if not result.stored:
-            self.counts["duplicate"] += 1
             log.debug("webhook %s %s: duplicate delivery, acknowledged", incoming.source, incoming.event)
             return Reply(200, {"status": "duplicate", "event": incoming.event})
-        self.counts["stored"] += 1
         log.debug("webhook %s %s stored (#%s)", incoming.source, incoming.event, result.event_id)
         self._notify(result)
         if self.hold_after_commit:
@@ -188,15 +184,8 @@ class WebhookReceiver:
                     )
                 except Exception:
                     log.exception("stock signal %s%s not submitted", STOCK_SIGNAL_PREFIX, st.article)
-        if self.on_task_closed is not None:
-            for closed in result.closed:
-                try:
-                    self.on_task_closed(closed)
-                except Exception:
-                    log.exception("task_closed(%s, %s) failed", closed.rule_id, closed.outcome)
 
     def reject(self, status: int, reason: str) -> Reply:
-        self.counts["rejected"] += 1
         log.debug("webhook refused (%d): %s", status, reason)
         return Reply(status, {"error": reason})
 

@@ -58,7 +58,7 @@ class Running:
 
 
 @asynccontextmanager
-async def running_pipeline(tmp_path: Path, **kwargs: Any) -> AsyncIterator[Running]:
+async def running_pipeline(tmp_path: Path, rules: str = RULE, **kwargs: Any) -> AsyncIterator[Running]:
     clock = ManualClock()
     store = await Store.open(tmp_path / "state", gateway_id="test-gw", clock=clock)
     events, health, beats = EventBus(), Health(), [0]
@@ -66,7 +66,7 @@ async def running_pipeline(tmp_path: Path, **kwargs: Any) -> AsyncIterator[Runni
     def beat() -> None:
         beats[0] += 1
 
-    eng = engine(tmp_path, RULE, state=await store.rules.load())
+    eng = engine(tmp_path, rules, state=await store.rules.load())
     pipeline = Pipeline(eng, store, clock=clock, events=events, health=health, beat=beat, **kwargs)
     task = asyncio.create_task(pipeline.run())
     try:
@@ -178,6 +178,37 @@ async def test_a_failing_disk_holds_the_firings_without_blocking_the_consumer(tm
         ]
         assert run.pipeline.held == 0
         assert (await run.store.rules.load())["press1-lubrication"]["next"] == 4000
+
+
+async def test_a_held_firing_does_not_undo_a_rearm_answered_meanwhile(tmp_path):
+    """While a firing is held (the disk failed), a webhook rearms another rule and is answered 200: its own
+    transaction saved the new state. The held firing's later commit must not write back the older state it
+    took with it (a restart would lose the rearm)."""
+    check = """
+- id: press1-check
+  when: {counter: press1.strokes, every: 1300}
+  task: {equipment: EQ-PRESS-01, description: "Check press 1"}
+"""
+    async with running_pipeline(tmp_path, rules=RULE + check, save_interval_s=3600.0, retry_s=3600.0) as run:
+        recorded: list[FiringRecorded] = []
+        run.events.subscribe(FiringRecorded, recorded.append)
+        run.pipeline.publish(strokes(0, run.clock))
+        run.pipeline.publish(strokes(1200, run.clock))
+        await wait_for(lambda: len(recorded) == 1, what="the lubrication to fire at 1000")
+        await run.store.db.conn.execute("PRAGMA query_only = ON")
+        run.pipeline.publish(strokes(1350, run.clock))  # press1-check fires: held with both rules' state
+        await wait_for(lambda: run.pipeline.held == 1, what="the firing to be held")
+        await run.store.db.conn.execute("PRAGMA query_only = OFF")
+
+        receiver = WebhookReceiver(PipelineLedger(run.pipeline), HttpSection(), clock=run.clock)
+        reply = await receiver.receive_mobility_work({}, completed_webhook(recorded[0].result.uuid))
+        assert reply.status == 200
+        assert (await run.store.rules.load())["press1-lubrication"]["next"] == 2350  # 1350 + every
+        assert await run.pipeline.commit_held()
+        assert run.pipeline.held == 0 and recorded[-1].firing.rule_id == "press1-check"
+        rules = await run.store.rules.load()
+        assert rules["press1-lubrication"]["next"] == 2350
+        assert rules["press1-check"]["next"] == 2600
 
 
 async def test_a_full_queue_logs_one_warning_per_episode_with_the_count(tmp_path, caplog):

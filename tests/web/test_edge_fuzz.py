@@ -228,3 +228,18 @@ async def test_the_event_label_is_a_bounded_set() -> None:
         body = json.dumps({"_event": "TaskWasScheduled", "_idempotencyKey": "k"}).encode()
         assert (await client.post(MW, content=body)).status_code == 200
     assert seen == ["other"] * 5 + ["TaskWasScheduled"]
+
+
+def test_the_event_label_comes_from_the_reply_and_stays_in_the_set() -> None:
+    from gateway.web.webhooks import event_label
+
+    events = ("TaskWasScheduled", "InventoryUsage", "Forged", "unknown", "", None, 7)
+    assert [event_label(e) for e in events] == [
+        "TaskWasScheduled",
+        "InventoryUsage",
+        "other",
+        "unknown",
+        "unknown",
+        "unknown",
+        "unknown",
+    ]

@@ -12,6 +12,7 @@ import httpx
 import jwt
 import pytest
 
+from gateway.core.clock import ManualClock
 from tests.web.webhook_server import SM_PATH, running_receiver
 
 JWT_KEY = "sm-shared-secret-with-enough-bytes-32"
@@ -133,6 +134,26 @@ async def test_access_token_is_verified_when_a_key_is_set(
             codes.append(r.status_code)
         assert codes == [401, 401, 401, 401, 200]
         assert await gw.count() == 1
+
+
+async def test_the_token_times_are_checked_against_the_gateway_clock(
+    tmp_path: Path, free_port: Callable[[], int]
+) -> None:
+    """The injected clock, like the Mobility Work signature (before: time.time(), so a test clock or a
+    relayed webhook's reception time was ignored)."""
+    clock = ManualClock(time.time() - 86_400)  # the gateway's clock: a day behind the wall clock
+    by_clock = jwt.encode({"exp": int(clock.now()) + 600}, JWT_KEY, algorithm="HS256")
+    by_wall = jwt.encode({"exp": int(time.time()) + 600}, JWT_KEY, algorithm="HS256")
+    async with (
+        running_receiver(tmp_path, free_port(), clock=clock, servicemobility_jwt_key=JWT_KEY) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        codes = []
+        for n, token in enumerate((by_clock, by_wall)):
+            headers = {"x-access-token": token}
+            r = await client.post(gw.url + SM_PATH, content=envelope(f"id-{n}"), headers=headers)
+            codes.append(r.status_code)
+        assert codes == [200, 401]
 
 
 async def test_bad_envelopes_get_400(tmp_path: Path, free_port: Callable[[], int]) -> None:

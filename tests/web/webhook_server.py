@@ -14,9 +14,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway.config import HttpSection
-from gateway.core.clock import SystemClock
+from gateway.core.clock import Clock, SystemClock
 from gateway.core.samples import Sample
-from gateway.core.webhooks import TaskClosed
+from gateway.core.webhooks import Incoming, NonceUse, RecordResult, TaskClosed
 from gateway.store import Store
 from gateway.web.receiver import WebhookReceiver
 from gateway.web.webhooks import routes
@@ -74,17 +74,32 @@ async def serve_app(app: Any, port: int) -> AsyncIterator[str]:
         await task
 
 
+@dataclass
+class ClosingLedger:
+    """The store's ledger, keeping the tasks each recorded webhook closed (what the pipeline publishes as
+    TaskClosed in the gateway)."""
+
+    store: Store
+    closed: list[TaskClosed]
+
+    async def record(self, incoming: Incoming, *, nonce: NonceUse | None = None) -> RecordResult:
+        result = await self.store.ledger.record(incoming, nonce=nonce)
+        self.closed.extend(result.closed)
+        return result
+
+
 @asynccontextmanager
-async def running_receiver(tmp_path: Path, port: int, **http: Any) -> AsyncIterator[Running]:
-    store = await Store.open(tmp_path / "state", gateway_id="gw-test", clock=SystemClock())
+async def running_receiver(
+    tmp_path: Path, port: int, *, clock: Clock | None = None, **http: Any
+) -> AsyncIterator[Running]:
+    store = await Store.open(tmp_path / "state", gateway_id="gw-test", clock=clock or SystemClock())
     samples: list[Sample] = []
     closed: list[TaskClosed] = []
     receiver = WebhookReceiver(
-        store.ledger,
+        ClosingLedger(store, closed),
         HttpSection(**http),
         clock=store.clock,
         publish_input=lambda item: samples.append(item) if isinstance(item, Sample) else None,
-        on_task_closed=closed.append,
     )
     app = Starlette(routes=routes(lambda: receiver))
     try:
