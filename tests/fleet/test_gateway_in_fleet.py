@@ -122,9 +122,14 @@ async def test_two_gateways_in_a_fleet(tmp_path: Path, nats_cluster: NatsCluster
                 lambda: all(g.fleet.heartbeat and g.fleet.heartbeat.sent for g in gws), what="heartbeats"
             )
             config = tmp_path / "line1" / "gateway.yaml"
-            result = await cli("fleet", "-c", str(config), "--format", "json")
-            rows = json.loads(result)["gateways"]
-            assert [r["gateway"] for r in rows] == ["line1", "line2"]
+
+            async def listed() -> list[dict[str, object]]:
+                # A fresh connection may read the status bucket from a replica a beat behind the leader
+                # (direct get): a first heartbeat can take a moment to show.
+                rows = json.loads(await cli("fleet", "-c", str(config), "--format", "json"))["gateways"]
+                return rows if [r["gateway"] for r in rows] == ["line1", "line2"] else []
+
+            rows = await wait_for(listed, what="both gateways in `mw-gateway fleet`")
             assert all(r["age_s"] is not None and not r["stale"] for r in rows)
             table = await cli("fleet", "-c", str(config))
             assert table.splitlines()[0].split()[:2] == ["GATEWAY", "AGE"] and "line2" in table
